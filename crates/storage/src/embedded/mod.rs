@@ -1,0 +1,572 @@
+//! The embedded backend: the whole current state in memory (a persistent ordered map, so a
+//! reader takes an immutable snapshot in O(1) and never blocks a writer), and, unless it runs
+//! in memory only, a redb data file that makes every acknowledged write durable.
+//!
+//! All writes go through one committer thread, which takes every request waiting at the time
+//! (group commit), checks each against the state as left by the previous ones, writes the batch
+//! in one fsync'd transaction, and only then publishes the new snapshot and the events.
+
+mod disk;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::ops::Bound;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use imbl::OrdMap;
+use tokio::sync::oneshot;
+
+use self::disk::{Change, Disk};
+use crate::continuation::{self, Continue};
+use crate::hub::Hub;
+use crate::{
+    Deleted, Error, Event, EventKind, KeyValue, ListOptions, ListPage, Result, Revision, Store,
+    WatchStream, check_key,
+};
+
+#[derive(Clone, Debug)]
+pub struct EmbeddedConfig {
+    /// The data directory; `None` keeps everything in memory (local member clusters, tests).
+    pub data_dir: Option<PathBuf>,
+    /// Events kept for watches and paginated lists at older revisions; beyond it the oldest
+    /// are compacted.
+    pub history_limit: usize,
+    /// Batches a watcher may fall behind before it is dropped with `TooOld`.
+    pub watch_buffer: usize,
+    /// Most writes committed in one transaction.
+    pub max_batch: usize,
+}
+
+impl EmbeddedConfig {
+    pub fn memory() -> Self {
+        EmbeddedConfig {
+            data_dir: None,
+            history_limit: 100_000,
+            watch_buffer: 1024,
+            max_batch: 4096,
+        }
+    }
+
+    pub fn durable(data_dir: impl Into<PathBuf>) -> Self {
+        EmbeddedConfig {
+            data_dir: Some(data_dir.into()),
+            ..Self::memory()
+        }
+    }
+}
+
+/// A stored key's value and revisions; `expires_at` is Unix milliseconds, 0 for never.
+#[derive(Clone, Debug)]
+pub(crate) struct Entry {
+    pub value: Bytes,
+    pub create_revision: Revision,
+    pub mod_revision: Revision,
+    pub expires_at: u64,
+}
+
+impl Entry {
+    fn kv(&self, key: &Arc<str>) -> KeyValue {
+        KeyValue {
+            key: key.clone(),
+            value: self.value.clone(),
+            create_revision: self.create_revision,
+            mod_revision: self.mod_revision,
+        }
+    }
+}
+
+/// The state at one revision.
+struct Snapshot {
+    revision: Revision,
+    map: OrdMap<Arc<str>, Entry>,
+}
+
+struct Shared {
+    snapshot: ArcSwap<Snapshot>,
+    hub: Hub,
+}
+
+enum Op {
+    Create {
+        key: Arc<str>,
+        value: Bytes,
+        ttl: Option<Duration>,
+    },
+    Update {
+        key: Arc<str>,
+        value: Bytes,
+        expected: Revision,
+        ttl: Option<Duration>,
+    },
+    Delete {
+        key: Arc<str>,
+        expected: Option<Revision>,
+    },
+    Compact(Revision),
+}
+
+enum Outcome {
+    Written(KeyValue),
+    Deleted(Deleted),
+    Compacted,
+}
+
+struct Request {
+    op: Op,
+    reply: oneshot::Sender<Result<Outcome>>,
+}
+
+pub struct EmbeddedStore {
+    shared: Arc<Shared>,
+    requests: Option<mpsc::Sender<Request>>,
+    committer: Option<JoinHandle<()>>,
+}
+
+impl EmbeddedStore {
+    pub async fn open(config: EmbeddedConfig) -> Result<Self> {
+        tokio::task::spawn_blocking(move || Self::open_blocking(config))
+            .await
+            .map_err(|e| Error::Internal(format!("open task failed: {e}")))?
+    }
+
+    fn open_blocking(config: EmbeddedConfig) -> Result<Self> {
+        let (disk, loaded) = match &config.data_dir {
+            Some(dir) => {
+                let (disk, loaded) = Disk::open(dir)?;
+                (Some(disk), Some(loaded))
+            }
+            None => (None, None),
+        };
+        let (revision, compacted, map, events) = match loaded {
+            Some(l) => (l.revision, l.compacted, l.entries.into_iter().collect(), l.events),
+            None => (1, 1, OrdMap::new(), VecDeque::new()),
+        };
+        let expiries = map
+            .iter()
+            .filter(|(_, e): &(&Arc<str>, &Entry)| e.expires_at != 0)
+            .map(|(k, e)| (e.expires_at, k.clone()))
+            .collect();
+        tracing::debug!(revision, compacted, keys = map.len(), "embedded store opened");
+        let shared = Arc::new(Shared {
+            snapshot: ArcSwap::from_pointee(Snapshot { revision, map }),
+            hub: Hub::new(
+                compacted,
+                revision,
+                events,
+                config.history_limit,
+                config.watch_buffer,
+            ),
+        });
+        let (tx, rx) = mpsc::channel();
+        let committer = Committer {
+            shared: shared.clone(),
+            disk,
+            rx,
+            expiries,
+            max_batch: config.max_batch.max(1),
+        };
+        let handle = std::thread::Builder::new()
+            .name("store-committer".into())
+            .spawn(move || committer.run())
+            .map_err(|e| Error::Internal(format!("cannot start the committer: {e}")))?;
+        Ok(EmbeddedStore {
+            shared,
+            requests: Some(tx),
+            committer: Some(handle),
+        })
+    }
+
+    async fn submit(&self, op: Op) -> Result<Outcome> {
+        let (reply, rx) = oneshot::channel();
+        let closed = || Error::Unavailable("the store is closed".into());
+        self.requests
+            .as_ref()
+            .ok_or_else(closed)?
+            .send(Request { op, reply })
+            .map_err(|_| closed())?;
+        rx.await.map_err(|_| closed())?
+    }
+
+    async fn write(&self, op: Op) -> Result<KeyValue> {
+        match self.submit(op).await? {
+            Outcome::Written(kv) => Ok(kv),
+            _ => Err(Error::Internal("unexpected outcome".into())),
+        }
+    }
+}
+
+impl Drop for EmbeddedStore {
+    fn drop(&mut self) {
+        // Closing the channel stops the committer after its current batch; joining it closes
+        // the data file, so the directory can be opened again at once.
+        self.requests.take();
+        if let Some(h) = self.committer.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for EmbeddedStore {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
+        check_key(key)?;
+        let snap = self.shared.snapshot.load();
+        Ok(snap.map.get_key_value(key).map(|(k, e)| e.kv(k)))
+    }
+
+    async fn list(&self, prefix: &str, options: ListOptions) -> Result<ListPage> {
+        check_key(prefix)?;
+        let (at, start) = continuation::resolve(prefix, &options)?;
+        let snap = self.shared.snapshot.load_full();
+        let revision = at.unwrap_or(snap.revision);
+        if revision > snap.revision {
+            return Err(Error::FutureRevision {
+                requested: revision,
+                current: snap.revision,
+            });
+        }
+        let in_range = |k: &str| k >= start.as_str() && k.starts_with(prefix);
+        // Reading an older revision: the keys changed since then hold, for that revision, the
+        // value before their first later change (or nothing, if they were created later).
+        let mut then: BTreeMap<Arc<str>, Option<KeyValue>> = BTreeMap::new();
+        if revision < snap.revision {
+            let h = self.shared.hub.read();
+            if revision < h.start() {
+                return Err(Error::TooOld {
+                    requested: revision,
+                    compacted: h.start(),
+                });
+            }
+            for e in h.since(revision) {
+                if e.revision() > snap.revision {
+                    break;
+                }
+                if in_range(&e.kv.key) {
+                    then.entry(e.kv.key.clone()).or_insert_with(|| e.prev.clone());
+                }
+            }
+        }
+        let current = snap
+            .map
+            .range::<_, str>((Bound::Included(start.as_str()), Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, e)| (k.clone(), Some(e.kv(k))));
+        let mut merged = merge(current, then.into_iter()).filter_map(|(_, kv)| kv);
+        let limit = options.limit.filter(|l| *l > 0).unwrap_or(usize::MAX);
+        let items: Vec<KeyValue> = merged.by_ref().take(limit).collect();
+        let next = merged.next();
+        let (continue_token, remaining) = match &next {
+            Some(kv) => (
+                Some(Continue::new(revision, prefix, &kv.key).encode()),
+                Some(1 + merged.count() as u64),
+            ),
+            None => (None, Some(0)),
+        };
+        Ok(ListPage {
+            items,
+            revision,
+            continue_token,
+            remaining,
+        })
+    }
+
+    async fn create(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<KeyValue> {
+        check_key(key)?;
+        self.write(Op::Create {
+            key: key.into(),
+            value,
+            ttl,
+        })
+        .await
+    }
+
+    async fn update(
+        &self,
+        key: &str,
+        value: Bytes,
+        expected: Revision,
+        ttl: Option<Duration>,
+    ) -> Result<KeyValue> {
+        check_key(key)?;
+        self.write(Op::Update {
+            key: key.into(),
+            value,
+            expected,
+            ttl,
+        })
+        .await
+    }
+
+    async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<Deleted> {
+        check_key(key)?;
+        match self
+            .submit(Op::Delete {
+                key: key.into(),
+                expected,
+            })
+            .await?
+        {
+            Outcome::Deleted(d) => Ok(d),
+            _ => Err(Error::Internal("unexpected outcome".into())),
+        }
+    }
+
+    async fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream> {
+        check_key(prefix)?;
+        self.shared.hub.subscribe(prefix, after)
+    }
+
+    async fn current_revision(&self) -> Result<Revision> {
+        Ok(self.shared.snapshot.load().revision)
+    }
+
+    async fn compact(&self, revision: Revision) -> Result<()> {
+        self.submit(Op::Compact(revision)).await.map(|_| ())
+    }
+}
+
+/// Merges two key-ordered sequences; on equal keys the second wins.
+fn merge<A, B, V>(a: A, b: B) -> impl Iterator<Item = (Arc<str>, V)>
+where
+    A: Iterator<Item = (Arc<str>, V)>,
+    B: Iterator<Item = (Arc<str>, V)>,
+{
+    let mut a = a.peekable();
+    let mut b = b.peekable();
+    std::iter::from_fn(move || match (a.peek(), b.peek()) {
+        (Some((ka, _)), Some((kb, _))) => match ka.cmp(kb) {
+            std::cmp::Ordering::Less => a.next(),
+            std::cmp::Ordering::Greater => b.next(),
+            std::cmp::Ordering::Equal => {
+                a.next();
+                b.next()
+            }
+        },
+        (Some(_), None) => a.next(),
+        (None, _) => b.next(),
+    })
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn expiry(ttl: Option<Duration>) -> u64 {
+    ttl.map_or(0, |t| now_ms().saturating_add(t.as_millis() as u64).max(1))
+}
+
+struct Committer {
+    shared: Arc<Shared>,
+    disk: Option<Disk>,
+    rx: mpsc::Receiver<Request>,
+    /// Keys with a time-to-live, by expiry. Entries go stale when a key is rewritten; they are
+    /// checked against the key's current expiry when due.
+    expiries: BTreeSet<(u64, Arc<str>)>,
+    max_batch: usize,
+}
+
+impl Committer {
+    fn run(mut self) {
+        loop {
+            let first = match self.expiries.first() {
+                Some((at, _)) => {
+                    let wait = Duration::from_millis(at.saturating_sub(now_ms()));
+                    match self.rx.recv_timeout(wait) {
+                        Ok(r) => Some(r),
+                        Err(mpsc::RecvTimeoutError::Timeout) => None,
+                        Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                    }
+                }
+                None => match self.rx.recv() {
+                    Ok(r) => Some(r),
+                    Err(_) => return,
+                },
+            };
+            let mut batch: Vec<Request> = first.into_iter().collect();
+            while batch.len() < self.max_batch
+                && let Ok(r) = self.rx.try_recv()
+            {
+                batch.push(r);
+            }
+            self.commit(batch);
+        }
+    }
+
+    fn commit(&mut self, batch: Vec<Request>) {
+        let snap = self.shared.snapshot.load_full();
+        let mut map = snap.map.clone();
+        let mut revision = snap.revision;
+        let mut changes: Vec<Change> = Vec::with_capacity(batch.len());
+        let mut compact_to: Option<Revision> = None;
+
+        let now = now_ms();
+        let due: Vec<(u64, Arc<str>)> = self
+            .expiries
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .cloned()
+            .collect();
+        for (at, key) in &due {
+            if let Some(e) = map.get(key).filter(|e| e.expires_at == *at) {
+                let prev = e.kv(key);
+                map.remove(key);
+                revision += 1;
+                changes.push(deleted_change(prev, revision));
+            }
+        }
+
+        let mut replies = Vec::with_capacity(batch.len());
+        for Request { op, reply } in batch {
+            let outcome = match op {
+                Op::Create { key, value, ttl } => {
+                    if map.contains_key(&key) {
+                        Err(Error::AlreadyExists {
+                            key: key.to_string(),
+                        })
+                    } else {
+                        revision += 1;
+                        let entry = Entry {
+                            value,
+                            create_revision: revision,
+                            mod_revision: revision,
+                            expires_at: expiry(ttl),
+                        };
+                        Ok(Outcome::Written(Self::put(&mut map, &mut changes, key, entry, None)))
+                    }
+                }
+                Op::Update {
+                    key,
+                    value,
+                    expected,
+                    ttl,
+                } => match map.get(&key) {
+                    None => Err(Error::NotFound {
+                        key: key.to_string(),
+                    }),
+                    Some(e) if e.mod_revision != expected => Err(Error::Conflict {
+                        expected,
+                        current: Box::new(e.kv(&key)),
+                    }),
+                    Some(e) => {
+                        let prev = e.kv(&key);
+                        revision += 1;
+                        let entry = Entry {
+                            value,
+                            create_revision: e.create_revision,
+                            mod_revision: revision,
+                            expires_at: expiry(ttl),
+                        };
+                        let kv = Self::put(&mut map, &mut changes, key, entry, Some(prev));
+                        Ok(Outcome::Written(kv))
+                    }
+                },
+                Op::Delete { key, expected } => match map.get(&key) {
+                    None => Err(Error::NotFound {
+                        key: key.to_string(),
+                    }),
+                    Some(e) if expected.is_some_and(|x| x != e.mod_revision) => {
+                        Err(Error::Conflict {
+                            expected: expected.unwrap_or_default(),
+                            current: Box::new(e.kv(&key)),
+                        })
+                    }
+                    Some(e) => {
+                        let prev = e.kv(&key);
+                        map.remove(&key);
+                        revision += 1;
+                        changes.push(deleted_change(prev.clone(), revision));
+                        Ok(Outcome::Deleted(Deleted { prev, revision }))
+                    }
+                },
+                Op::Compact(to) if to > revision => Err(Error::FutureRevision {
+                    requested: to,
+                    current: revision,
+                }),
+                Op::Compact(to) => {
+                    compact_to = compact_to.max(Some(to));
+                    Ok(Outcome::Compacted)
+                }
+            };
+            replies.push((reply, outcome));
+        }
+
+        let events: Vec<Event> = changes.iter().map(|c| c.event.clone()).collect();
+        let hub = &self.shared.hub;
+        let start = hub.read().start();
+        let new_start = hub.trim_point(&events).max(compact_to).filter(|s| *s > start);
+        if (!changes.is_empty() || new_start.is_some())
+            && let Some(disk) = &self.disk
+            && let Err(e) = disk.commit(&changes, revision, new_start)
+        {
+            tracing::error!(error = %e, "store commit failed");
+            for (reply, outcome) in replies {
+                let _ = reply.send(outcome.and(Err(e.clone())));
+            }
+            return;
+        }
+        for (at, key) in due {
+            self.expiries.remove(&(at, key));
+        }
+        for c in &changes {
+            if c.expires_at != 0 {
+                self.expiries.insert((c.expires_at, c.event.kv.key.clone()));
+            }
+        }
+        hub.publish(events, revision, new_start, || {
+            self.shared
+                .snapshot
+                .store(Arc::new(Snapshot { revision, map }));
+        });
+        for (reply, outcome) in replies {
+            // The caller may have given up waiting; the write stands all the same.
+            let _ = reply.send(outcome);
+        }
+    }
+
+    fn put(
+        map: &mut OrdMap<Arc<str>, Entry>,
+        changes: &mut Vec<Change>,
+        key: Arc<str>,
+        entry: Entry,
+        prev: Option<KeyValue>,
+    ) -> KeyValue {
+        let kv = entry.kv(&key);
+        changes.push(Change {
+            event: Event {
+                kind: if prev.is_some() {
+                    EventKind::Modified
+                } else {
+                    EventKind::Added
+                },
+                kv: kv.clone(),
+                prev,
+            },
+            expires_at: entry.expires_at,
+        });
+        map.insert(key, entry);
+        kv
+    }
+}
+
+fn deleted_change(prev: KeyValue, revision: Revision) -> Change {
+    Change {
+        event: Event {
+            kind: EventKind::Deleted,
+            kv: KeyValue {
+                key: prev.key.clone(),
+                value: Bytes::new(),
+                create_revision: prev.create_revision,
+                mod_revision: revision,
+            },
+            prev: Some(prev),
+        },
+        expires_at: 0,
+    }
+}
