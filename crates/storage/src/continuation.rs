@@ -24,7 +24,10 @@ pub struct Continue {
 
 impl Continue {
     pub fn new(revision: Revision, prefix: &str, next_key: &str) -> Self {
-        let start = next_key.strip_prefix(prefix).unwrap_or(next_key).to_string();
+        let start = next_key
+            .strip_prefix(prefix)
+            .unwrap_or(next_key)
+            .to_string();
         Continue {
             version: VERSION.to_string(),
             revision,

@@ -116,10 +116,8 @@ impl EtcdStore {
         };
         store.tasks.push(tokio::spawn(root.run(now + 1)));
         if let Some(interval) = config.compaction_interval {
-            let client = store.client.clone();
-            store
-                .tasks
-                .push(tokio::spawn(compact_periodically(client, interval)));
+            let task = compact_periodically(store.client.clone(), store.hub.clone(), interval);
+            store.tasks.push(tokio::spawn(task));
         }
         Ok(store)
     }
@@ -168,7 +166,12 @@ impl EtcdStore {
     /// What a failed guarded write found: the key's current value, if it exists.
     fn found(&self, responses: Vec<TxnOpResponse>) -> Result<Option<KeyValue>> {
         match responses.into_iter().next() {
-            Some(TxnOpResponse::Get(mut g)) => g.take_kvs().into_iter().next().map(|kv| self.kv(kv)).transpose(),
+            Some(TxnOpResponse::Get(mut g)) => g
+                .take_kvs()
+                .into_iter()
+                .next()
+                .map(|kv| self.kv(kv))
+                .transpose(),
             _ => Ok(None),
         }
     }
@@ -217,7 +220,10 @@ impl Store for EtcdStore {
         let mut revision = at.unwrap_or(0);
         let mut from = self.full(&start).into_bytes();
         let mut items = Vec::new();
-        let mut kvc = self.client.kv_client().max_decoding_message_size(usize::MAX);
+        let mut kvc = self
+            .client
+            .kv_client()
+            .max_decoding_message_size(usize::MAX);
         loop {
             let want = limit.map_or(LIST_CHUNK, |l| (l - items.len()) as i64);
             let opts = GetOptions::new()
@@ -316,7 +322,9 @@ impl Store for EtcdStore {
             });
         }
         let create_revision = match responses.into_iter().next() {
-            Some(TxnOpResponse::Put(p)) => p.prev_key().map_or(revision, |p| p.create_revision() as u64),
+            Some(TxnOpResponse::Put(p)) => p
+                .prev_key()
+                .map_or(revision, |p| p.create_revision() as u64),
             _ => revision,
         };
         Ok(KeyValue {
@@ -385,7 +393,11 @@ impl Store for EtcdStore {
     async fn compact(&self, revision: Revision) -> Result<()> {
         let mut kvc = self.client.kv_client();
         match self.call(kvc.compact(revision as i64, None)).await {
-            Ok(_) | Err(Error::TooOld { .. }) => Ok(()),
+            Ok(_) | Err(Error::TooOld { .. }) => {
+                // Watches from before the compaction fail here as they would in etcd.
+                self.hub.publish(Vec::new(), 0, Some(revision), || ());
+                Ok(())
+            }
             Err(e) => Err(self.too_old_or(e, revision).await),
         }
     }
@@ -394,21 +406,21 @@ impl Store for EtcdStore {
 impl EtcdStore {
     /// A watch from before the hub's history: etcd serves it from its own, if not compacted.
     async fn direct_watch(&self, prefix: &str, after: Revision) -> Result<WatchStream> {
+        // etcd reports a compacted start revision only in a later message of the watch; a
+        // read at that revision tells at once, so the caller gets TooOld from this call.
+        let mut kvc = self.client.kv_client();
+        let probe = GetOptions::new()
+            .with_count_only()
+            .with_revision(after as i64 + 1);
+        if let Err(e) = self.call(kvc.get(self.full(prefix), Some(probe))).await {
+            return Err(self.too_old_or(e, after).await);
+        }
         let mut wc = self.client.watch_client();
         let opts = WatchOptions::new()
             .with_prefix()
             .with_prev_key()
             .with_start_revision(after as i64 + 1);
-        let mut stream = self.call(wc.watch(self.full(prefix), Some(opts))).await?;
-        let first = self.call(stream.message()).await?;
-        if let Some(r) = &first
-            && r.compact_revision() > 0
-        {
-            return Err(Error::TooOld {
-                requested: after,
-                compacted: r.compact_revision() as u64,
-            });
-        }
+        let stream = self.call(wc.watch(self.full(prefix), Some(opts))).await?;
         let prefix = self.prefix.clone();
         let events = futures::stream::unfold(Some(stream), move |stream| {
             let prefix = prefix.clone();
@@ -424,12 +436,18 @@ impl EtcdStore {
                             return Some((vec![Err(e)], None));
                         }
                         Ok(Some(r)) if r.canceled() => {
-                            let e = Error::Unavailable(format!("watch canceled: {}", r.cancel_reason()));
+                            let e = Error::Unavailable(format!(
+                                "watch canceled: {}",
+                                r.cancel_reason()
+                            ));
                             return Some((vec![Err(e)], None));
                         }
                         Ok(Some(r)) => {
-                            let batch: Vec<Result<Event>> =
-                                r.events().iter().map(|e| convert_event(&prefix, e)).collect();
+                            let batch: Vec<Result<Event>> = r
+                                .events()
+                                .iter()
+                                .map(|e| convert_event(&prefix, e))
+                                .collect();
                             if !batch.is_empty() {
                                 return Some((batch, Some(stream)));
                             }
@@ -480,11 +498,18 @@ impl RootWatch {
             if resp.compact_revision() > 0 {
                 let mut kvc = self.client.kv_client();
                 let now = kvc
-                    .get(self.prefix.clone(), Some(GetOptions::new().with_count_only()))
+                    .get(
+                        self.prefix.clone(),
+                        Some(GetOptions::new().with_count_only()),
+                    )
                     .await
                     .map_err(map_err)?;
                 let now = now.header().map_or(0, |h| h.revision() as u64);
-                tracing::warn!(compacted = resp.compact_revision(), now, "etcd history lost; watchers must re-list");
+                tracing::warn!(
+                    compacted = resp.compact_revision(),
+                    now,
+                    "etcd history lost; watchers must re-list"
+                );
                 *next = now + 1;
                 self.hub.reset(*next);
                 return Ok(());
@@ -510,15 +535,16 @@ impl RootWatch {
     }
 }
 
-async fn compact_periodically(client: Client, interval: Duration) {
+async fn compact_periodically(client: Client, hub: Arc<Hub>, interval: Duration) {
     let mut previous: Option<i64> = None;
     loop {
         tokio::time::sleep(interval).await;
         let mut kvc = client.kv_client();
-        if let Some(rev) = previous
-            && let Err(e) = kvc.compact(rev, None).await
-        {
-            tracing::debug!(error = %e, rev, "etcd compaction skipped");
+        if let Some(rev) = previous {
+            match kvc.compact(rev, None).await {
+                Ok(_) => hub.publish(Vec::new(), 0, Some(rev as u64), || ()),
+                Err(e) => tracing::debug!(error = %e, rev, "etcd compaction skipped"),
+            }
         }
         previous = kvc
             .get("/", Some(GetOptions::new().with_count_only()))
@@ -572,14 +598,20 @@ fn convert_event(prefix: &str, e: &etcd_client::Event) -> Result<Event> {
         .cloned()
         .ok_or_else(|| Error::Internal("etcd event without a key".into()))?;
     let kv = convert(prefix, kv)?;
-    let prev = e.prev_kv().cloned().map(|p| convert(prefix, p)).transpose()?;
+    let prev = e
+        .prev_kv()
+        .cloned()
+        .map(|p| convert(prefix, p))
+        .transpose()?;
     let kind = match e.event_type() {
         EventType::Delete => EventKind::Deleted,
         EventType::Put if kv.create_revision == kv.mod_revision => EventKind::Added,
         EventType::Put => EventKind::Modified,
     };
     let kv = KeyValue {
-        create_revision: prev.as_ref().map_or(kv.create_revision, |p| p.create_revision),
+        create_revision: prev
+            .as_ref()
+            .map_or(kv.create_revision, |p| p.create_revision),
         ..kv
     };
     Ok(Event { kind, kv, prev })

@@ -68,7 +68,10 @@ impl Etcd {
         let log = std::fs::File::create(self.dir.path().join("etcd.log")).expect("etcd log file");
         let child = Command::new(bin)
             .arg("--name=test")
-            .arg(format!("--data-dir={}", self.dir.path().join("data").display()))
+            .arg(format!(
+                "--data-dir={}",
+                self.dir.path().join("data").display()
+            ))
             .arg(format!("--listen-client-urls={client}"))
             .arg(format!("--advertise-client-urls={client}"))
             .arg(format!("--listen-peer-urls={peer}"))
@@ -91,7 +94,8 @@ impl Etcd {
             if let Some(c) = &mut self.child
                 && let Ok(Some(status)) = c.try_wait()
             {
-                let log = std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default();
+                let log =
+                    std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default();
                 panic!("etcd exited with {status}: {log}");
             }
             if health_ok(&addr) {

@@ -172,9 +172,8 @@ impl Disk {
             txn.commit()?;
             Ok(())
         };
-        write().map_err(|e| {
-            Error::Unavailable(format!("{}: write failed: {e}", self.path.display()))
-        })
+        write()
+            .map_err(|e| Error::Unavailable(format!("{}: write failed: {e}", self.path.display())))
     }
 
     fn corrupt(&self, detail: impl std::fmt::Display) -> Error {

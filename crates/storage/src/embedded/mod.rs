@@ -143,7 +143,12 @@ impl EmbeddedStore {
             None => (None, None),
         };
         let (revision, compacted, map, events) = match loaded {
-            Some(l) => (l.revision, l.compacted, l.entries.into_iter().collect(), l.events),
+            Some(l) => (
+                l.revision,
+                l.compacted,
+                l.entries.into_iter().collect(),
+                l.events,
+            ),
             None => (1, 1, OrdMap::new(), VecDeque::new()),
         };
         let expiries = map
@@ -151,7 +156,12 @@ impl EmbeddedStore {
             .filter(|(_, e): &(&Arc<str>, &Entry)| e.expires_at != 0)
             .map(|(k, e)| (e.expires_at, k.clone()))
             .collect();
-        tracing::debug!(revision, compacted, keys = map.len(), "embedded store opened");
+        tracing::debug!(
+            revision,
+            compacted,
+            keys = map.len(),
+            "embedded store opened"
+        );
         let shared = Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(Snapshot { revision, map }),
             hub: Hub::new(
@@ -247,7 +257,8 @@ impl Store for EmbeddedStore {
                     break;
                 }
                 if in_range(&e.kv.key) {
-                    then.entry(e.kv.key.clone()).or_insert_with(|| e.prev.clone());
+                    then.entry(e.kv.key.clone())
+                        .or_insert_with(|| e.prev.clone());
                 }
             }
         }
@@ -438,7 +449,13 @@ impl Committer {
                             mod_revision: revision,
                             expires_at: expiry(ttl),
                         };
-                        Ok(Outcome::Written(Self::put(&mut map, &mut changes, key, entry, None)))
+                        Ok(Outcome::Written(Self::put(
+                            &mut map,
+                            &mut changes,
+                            key,
+                            entry,
+                            None,
+                        )))
                     }
                 }
                 Op::Update {
@@ -500,7 +517,10 @@ impl Committer {
         let events: Vec<Event> = changes.iter().map(|c| c.event.clone()).collect();
         let hub = &self.shared.hub;
         let start = hub.read().start();
-        let new_start = hub.trim_point(&events).max(compact_to).filter(|s| *s > start);
+        let new_start = hub
+            .trim_point(&events)
+            .max(compact_to)
+            .filter(|s| *s > start);
         if (!changes.is_empty() || new_start.is_some())
             && let Some(disk) = &self.disk
             && let Err(e) = disk.commit(&changes, revision, new_start)
