@@ -49,6 +49,8 @@ conformance!(
     compaction_makes_old_revisions_too_old,
     ttl_expires_keys,
     watch_resumes_after_restart,
+    compaction_survives_restart,
+    history_is_bounded,
 );
 
 async fn create_get_update_delete(backend: Backend) {
@@ -644,4 +646,141 @@ async fn watch_resumes_after_restart(mut backend: Backend) {
     let third = s.create("/res/c", b("3"), None).await.unwrap();
     assert_eq!(third.mod_revision, second.mod_revision + 1);
     assert_eq!(next_event(&mut w).await.unwrap().kv, third);
+}
+
+/// After compaction and a restart, the current state, the state at the compaction point and
+/// the history after it are all intact.
+async fn compaction_survives_restart(mut backend: Backend) {
+    if backend.kind == Kind::Memory {
+        return;
+    }
+    let s = backend.open().await;
+    let mut revs = BTreeMap::new();
+    for round in 0..5 {
+        for k in 0..10 {
+            let key = format!("/cr/{k}");
+            let kv = match revs.get(&key) {
+                Some(r) if (k + round) % 4 == 0 => {
+                    s.delete(&key, Some(*r)).await.unwrap();
+                    revs.remove(&key);
+                    continue;
+                }
+                Some(r) => s.update(&key, b(&format!("{round}")), *r, None).await,
+                None => s.create(&key, b(&format!("{round}")), None).await,
+            }
+            .unwrap();
+            revs.insert(key, kv.mod_revision);
+        }
+        if round == 2 {
+            let at = s.current_revision().await.unwrap();
+            s.compact(at).await.unwrap();
+        }
+    }
+    let compacted_at = {
+        // The point of the compaction: the first revision still listable.
+        let mut r = s.current_revision().await.unwrap();
+        while s
+            .list(
+                "/cr/",
+                ListOptions {
+                    revision: Some(r - 1),
+                    ..Default::default()
+                },
+            )
+            .await
+            .is_ok()
+        {
+            r -= 1;
+        }
+        r
+    };
+    let before_now = list_all(&*s, "/cr/", 0, None).await.unwrap().0;
+    let before_then = list_all(&*s, "/cr/", 3, Some(compacted_at))
+        .await
+        .unwrap()
+        .0;
+    let mut w = s.watch("/cr/", compacted_at).await.unwrap();
+    let mut history = Vec::new();
+    let now = s.current_revision().await.unwrap();
+    while history.last().is_none_or(|r| *r < now) {
+        history.push(next_event(&mut w).await.unwrap().revision());
+    }
+    drop(w);
+    drop(s);
+    if let Some(etcd) = &mut backend.etcd {
+        etcd.restart();
+    }
+    let s = backend.open().await;
+    assert_eq!(list_all(&*s, "/cr/", 0, None).await.unwrap().0, before_now);
+    assert_eq!(
+        list_all(&*s, "/cr/", 3, Some(compacted_at))
+            .await
+            .unwrap()
+            .0,
+        before_then
+    );
+    assert!(matches!(
+        s.list(
+            "/cr/",
+            ListOptions {
+                revision: Some(compacted_at - 1),
+                ..Default::default()
+            }
+        )
+        .await,
+        Err(Error::TooOld { .. })
+    ));
+    let mut w = s.watch("/cr/", compacted_at).await.unwrap();
+    for r in history {
+        let e = next_event(&mut w).await.unwrap();
+        assert_eq!(e.revision(), r);
+        if e.kind != EventKind::Added {
+            assert!(
+                e.prev.is_some(),
+                "the previous value survives compaction: {e:?}"
+            );
+        }
+    }
+}
+
+/// The history kept for watches and old reads is bounded; the state is not affected.
+async fn history_is_bounded(mut backend: Backend) {
+    backend.history_limit = 50;
+    let s = backend.open().await;
+    let first = s.current_revision().await.unwrap();
+    let mut revs = BTreeMap::new();
+    for i in 0..500 {
+        let key = format!("/hb/{}", i % 20);
+        let kv = match revs.get(&key) {
+            Some(r) => s.update(&key, b(&i.to_string()), *r, None).await,
+            None => s.create(&key, b(&i.to_string()), None).await,
+        }
+        .unwrap();
+        revs.insert(key, kv.mod_revision);
+    }
+    let state = list_all(&*s, "/hb/", 7, None).await.unwrap().0;
+    assert_eq!(state.len(), 20);
+    assert_eq!(state[0], ("/hb/0".to_string(), b("480")));
+    if backend.kind != Kind::Etcd {
+        // etcd keeps its own history; the embedded store forgets beyond the limit.
+        assert!(matches!(
+            s.watch("/hb/", first).await.map(|_| ()),
+            Err(Error::TooOld { .. })
+        ));
+    }
+    // Recent history is there.
+    let recent = s.current_revision().await.unwrap() - 10;
+    let mut w = s.watch("/hb/", recent).await.unwrap();
+    for _ in 0..10 {
+        next_event(&mut w).await.unwrap();
+    }
+    if backend.kind != Kind::Memory {
+        drop(w);
+        drop(s);
+        if let Some(etcd) = &mut backend.etcd {
+            etcd.restart();
+        }
+        let s = backend.open().await;
+        assert_eq!(list_all(&*s, "/hb/", 7, None).await.unwrap().0, state);
+    }
 }

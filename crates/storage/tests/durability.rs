@@ -121,6 +121,9 @@ fn crash_writer_child() {
                     ack(format!("ACK C {key} {}", kv.mod_revision));
                     if i % 4 == 3 {
                         let old = format!("/crash/{round}/{t}/{}", i - 2);
+                        // Announced first: a delete cut short by the kill may or may not
+                        // have happened, and the parent must not count it either way.
+                        ack(format!("ACK T {old}"));
                         store.delete(&old, None).await.unwrap();
                         ack(format!("ACK D {old}"));
                     }
@@ -171,6 +174,9 @@ fn acknowledged_writes_survive_sigkill() {
             match f[1] {
                 "C" => {
                     present.insert(f[2].to_string());
+                }
+                "T" => {
+                    present.remove(f[2]);
                 }
                 "D" => {
                     present.remove(f[2]);

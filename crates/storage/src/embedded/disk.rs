@@ -1,5 +1,11 @@
-//! The embedded store's data directory: one redb file holding the current keys, the event log
-//! since the last compaction and the revision counters, every record checksummed.
+//! The embedded store's data directory: one redb file holding one checksummed record per
+//! revision (as etcd's backend does), and the revision counters.
+//!
+//! Each write appends a single record under its revision, so writes land at the right edge of
+//! one B-tree. The current state and the watch history are rebuilt from the records when the
+//! store opens. Compaction removes the records nothing needs any more: every version that a
+//! later version at or below the compaction point supersedes, and every deletion below it.
+//! What remains below the compaction point is exactly the state at that point.
 //!
 //! Whole batches commit in one fsync'd transaction, so a write is acknowledged only once it is
 //! on disk, and a crash leaves the file at the last acknowledged batch.
@@ -12,19 +18,22 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use imbl::OrdMap;
 use redb::{
     Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, StorageError,
     TableDefinition,
 };
 
 use super::Entry;
-use crate::{Error, Event, EventKind, KeyValue, Result, Revision};
+use crate::{Error, Event, EventKind, Result, Revision};
 
-const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
-const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
+const REVISIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("revisions");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const META_REVISION: &str = "revision";
 const META_COMPACTED: &str = "compacted";
+/// How many records the table holds: checked on open, so that a damaged tree that would
+/// silently yield fewer records is caught.
+const META_RECORDS: &str = "records";
 
 const DATA_FILE: &str = "store.redb";
 /// Written once the data file exists: from then on a missing or empty data file is an error,
@@ -45,7 +54,7 @@ pub(crate) struct Change {
 pub(crate) struct Loaded {
     pub revision: Revision,
     pub compacted: Revision,
-    pub entries: Vec<(Arc<str>, Entry)>,
+    pub map: OrdMap<Arc<str>, Entry>,
     pub events: VecDeque<Event>,
 }
 
@@ -80,45 +89,48 @@ impl Disk {
 
     fn load(&self) -> Result<Loaded> {
         let txn = self.db.begin_read().map_err(|e| self.corrupt(e))?;
-        let (revision, compacted) = match txn.open_table(META) {
-            Ok(meta) => {
-                let get = |k| -> Result<u64> {
-                    Ok(meta
-                        .get(k)
-                        .map_err(|e| self.corrupt(e))?
-                        .map(|v| v.value())
-                        .unwrap_or(1))
-                };
-                (get(META_REVISION)?, get(META_COMPACTED)?)
-            }
+        let meta = match txn.open_table(META) {
+            Ok(meta) => meta,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(self.empty()),
             Err(e) => return Err(self.corrupt(e)),
         };
-        let mut entries = Vec::new();
-        let kv = txn.open_table(KV).map_err(|e| self.corrupt(e))?;
-        for row in kv.iter().map_err(|e| self.corrupt(e))? {
-            let (k, v) = row.map_err(|e| self.corrupt(e))?;
-            let key = k.value();
-            let entry = decode_entry(v.value())
-                .ok_or_else(|| self.corrupt(format!("record of key {key} fails its checksum")))?;
-            if entry.mod_revision > revision {
-                return Err(self.corrupt(format!("key {key} is newer than the store")));
-            }
-            entries.push((Arc::from(key), entry));
-        }
+        let get = |k| -> Result<Option<u64>> {
+            Ok(meta.get(k).map_err(|e| self.corrupt(e))?.map(|v| v.value()))
+        };
+        let required = |k| get(k)?.ok_or_else(|| self.corrupt(format!("no {k} counter")));
+        let (revision, records) = (required(META_REVISION)?, required(META_RECORDS)?);
+        // Absent until the first compaction.
+        let compacted = get(META_COMPACTED)?.unwrap_or(1);
+        let table = txn.open_table(REVISIONS).map_err(|e| self.corrupt(e))?;
+        let mut map: OrdMap<Arc<str>, Entry> = OrdMap::new();
         let mut events = VecDeque::new();
-        let log = txn.open_table(LOG).map_err(|e| self.corrupt(e))?;
-        for row in log.iter().map_err(|e| self.corrupt(e))? {
+        let mut seen = 0;
+        for row in table.iter().map_err(|e| self.corrupt(e))? {
             let (r, v) = row.map_err(|e| self.corrupt(e))?;
-            let event = decode_event(r.value(), v.value()).ok_or_else(|| {
-                self.corrupt(format!("log record {} fails its checksum", r.value()))
-            })?;
-            events.push_back(event);
+            let rev = r.value();
+            let (kind, key, entry) = decode(rev, v.value())
+                .ok_or_else(|| self.corrupt(format!("record {rev} fails its checksum")))?;
+            if rev > revision {
+                return Err(self.corrupt(format!("record {rev} is newer than the store")));
+            }
+            seen += 1;
+            let prev = map.get_key_value(&key).map(|(k, e)| e.kv(k));
+            let kv = entry.kv(&key);
+            match kind {
+                EventKind::Deleted => map.remove(&key),
+                _ => map.insert(key, entry),
+            };
+            if rev >= compacted {
+                events.push_back(Event { kind, kv, prev });
+            }
+        }
+        if seen != records {
+            return Err(self.corrupt(format!("{seen} records readable, {records} written")));
         }
         Ok(Loaded {
             revision,
             compacted,
-            entries,
+            map,
             events,
         })
     }
@@ -127,47 +139,44 @@ impl Disk {
         Loaded {
             revision: 1,
             compacted: 1,
-            entries: Vec::new(),
+            map: OrdMap::new(),
             events: VecDeque::new(),
         }
     }
 
-    /// Makes a batch durable: the changed keys, their log records, the new revision, and the
-    /// log trimmed to `compacted` when that moved.
+    /// Makes a batch durable: one record per change, the new revision, and, when the history
+    /// start moves, the removal of the records `obsolete` names.
     pub(crate) fn commit(
         &self,
         changes: &[Change],
         revision: Revision,
-        compacted: Option<Revision>,
+        compaction: Option<(Revision, &[Revision])>,
     ) -> Result<()> {
         let write = || -> std::result::Result<(), redb::Error> {
             let mut txn = self.db.begin_write()?;
             txn.set_durability(Durability::Immediate)
                 .map_err(|e| redb::Error::Corrupted(e.to_string()))?;
             {
-                let mut kv = txn.open_table(KV)?;
-                let mut log = txn.open_table(LOG)?;
+                let mut table = txn.open_table(REVISIONS)?;
                 let mut meta = txn.open_table(META)?;
+                let mut records = meta.get(META_RECORDS)?.map_or(0, |v| v.value());
                 let mut buf = Vec::new();
                 for c in changes {
-                    let e = &c.event;
-                    match e.kind {
-                        EventKind::Deleted => {
-                            kv.remove(&*e.kv.key)?;
-                        }
-                        _ => {
-                            encode_entry(&mut buf, &e.kv, c.expires_at);
-                            kv.insert(&*e.kv.key, buf.as_slice())?;
+                    encode(&mut buf, &c.event, c.expires_at);
+                    if table.insert(c.event.revision(), buf.as_slice())?.is_none() {
+                        records += 1;
+                    }
+                }
+                if let Some((start, obsolete)) = compaction {
+                    for rev in obsolete {
+                        if table.remove(rev)?.is_some() {
+                            records -= 1;
                         }
                     }
-                    encode_event(&mut buf, e);
-                    log.insert(e.revision(), buf.as_slice())?;
-                }
-                meta.insert(META_REVISION, revision)?;
-                if let Some(start) = compacted {
-                    log.retain_in(..start, |_, _| false)?;
                     meta.insert(META_COMPACTED, start)?;
                 }
+                meta.insert(META_REVISION, revision)?;
+                meta.insert(META_RECORDS, records)?;
             }
             txn.commit()?;
             Ok(())
@@ -232,42 +241,10 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "unreadable".into())
 }
 
-// Record layouts, little-endian, each led by a CRC-32 of the rest:
-//   entry: crc | create u64 | mod u64 | expires_at u64 | value
-//   event: crc | kind u8 | create u64 | key_len u32 | key | value_len u32 | value
-//              | has_prev u8 [| prev_create u64 | prev_mod u64 | prev_value]
+// A record, little-endian: crc32 of the rest | kind u8 | create_revision u64 |
+// expires_at u64 | key_len u32 | key | value. A deletion's value is empty.
 
-fn seal(buf: &mut [u8]) {
-    let crc = crc32fast::hash(&buf[4..]);
-    buf[..4].copy_from_slice(&crc.to_le_bytes());
-}
-
-fn unseal(record: &[u8]) -> Option<Reader<'_>> {
-    let (crc, body) = record.split_at_checked(4)?;
-    (crc32fast::hash(body).to_le_bytes() == crc).then_some(Reader(body))
-}
-
-fn encode_entry(buf: &mut Vec<u8>, kv: &KeyValue, expires_at: u64) {
-    buf.clear();
-    buf.extend_from_slice(&[0; 4]);
-    buf.extend_from_slice(&kv.create_revision.to_le_bytes());
-    buf.extend_from_slice(&kv.mod_revision.to_le_bytes());
-    buf.extend_from_slice(&expires_at.to_le_bytes());
-    buf.extend_from_slice(&kv.value);
-    seal(buf);
-}
-
-fn decode_entry(record: &[u8]) -> Option<Entry> {
-    let mut r = unseal(record)?;
-    Some(Entry {
-        create_revision: r.u64()?,
-        mod_revision: r.u64()?,
-        expires_at: r.u64()?,
-        value: Bytes::copy_from_slice(r.rest()),
-    })
-}
-
-fn encode_event(buf: &mut Vec<u8>, e: &Event) {
+fn encode(buf: &mut Vec<u8>, e: &Event, expires_at: u64) {
     buf.clear();
     buf.extend_from_slice(&[0; 4]);
     buf.push(match e.kind {
@@ -276,24 +253,20 @@ fn encode_event(buf: &mut Vec<u8>, e: &Event) {
         EventKind::Deleted => 2,
     });
     buf.extend_from_slice(&e.kv.create_revision.to_le_bytes());
-    for field in [e.kv.key.as_bytes(), &e.kv.value] {
-        buf.extend_from_slice(&(field.len() as u32).to_le_bytes());
-        buf.extend_from_slice(field);
-    }
-    match &e.prev {
-        None => buf.push(0),
-        Some(p) => {
-            buf.push(1);
-            buf.extend_from_slice(&p.create_revision.to_le_bytes());
-            buf.extend_from_slice(&p.mod_revision.to_le_bytes());
-            buf.extend_from_slice(&p.value);
-        }
-    }
-    seal(buf);
+    buf.extend_from_slice(&expires_at.to_le_bytes());
+    buf.extend_from_slice(&(e.kv.key.len() as u32).to_le_bytes());
+    buf.extend_from_slice(e.kv.key.as_bytes());
+    buf.extend_from_slice(&e.kv.value);
+    let crc = crc32fast::hash(&buf[4..]);
+    buf[..4].copy_from_slice(&crc.to_le_bytes());
 }
 
-fn decode_event(revision: Revision, record: &[u8]) -> Option<Event> {
-    let mut r = unseal(record)?;
+fn decode(revision: Revision, record: &[u8]) -> Option<(EventKind, Arc<str>, Entry)> {
+    let (crc, body) = record.split_at_checked(4)?;
+    if crc32fast::hash(body).to_le_bytes() != crc {
+        return None;
+    }
+    let mut r = Reader(body);
     let kind = match r.u8()? {
         0 => EventKind::Added,
         1 => EventKind::Modified,
@@ -301,27 +274,15 @@ fn decode_event(revision: Revision, record: &[u8]) -> Option<Event> {
         _ => return None,
     };
     let create_revision = r.u64()?;
-    let key: Arc<str> = Arc::from(std::str::from_utf8(r.field()?).ok()?);
-    let value = Bytes::copy_from_slice(r.field()?);
-    let prev = match r.u8()? {
-        0 => None,
-        _ => Some(KeyValue {
-            key: key.clone(),
-            create_revision: r.u64()?,
-            mod_revision: r.u64()?,
-            value: Bytes::copy_from_slice(r.rest()),
-        }),
+    let expires_at = r.u64()?;
+    let key = Arc::from(std::str::from_utf8(r.field()?).ok()?);
+    let entry = Entry {
+        value: Bytes::copy_from_slice(r.rest()),
+        create_revision,
+        mod_revision: revision,
+        expires_at,
     };
-    Some(Event {
-        kind,
-        kv: KeyValue {
-            key,
-            value,
-            create_revision,
-            mod_revision: revision,
-        },
-        prev,
-    })
+    Some((kind, key, entry))
 }
 
 struct Reader<'a>(&'a [u8]);

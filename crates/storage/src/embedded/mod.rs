@@ -143,12 +143,7 @@ impl EmbeddedStore {
             None => (None, None),
         };
         let (revision, compacted, map, events) = match loaded {
-            Some(l) => (
-                l.revision,
-                l.compacted,
-                l.entries.into_iter().collect(),
-                l.events,
-            ),
+            Some(l) => (l.revision, l.compacted, l.map, l.events),
             None => (1, 1, OrdMap::new(), VecDeque::new()),
         };
         let expiries = map
@@ -516,14 +511,18 @@ impl Committer {
 
         let events: Vec<Event> = changes.iter().map(|c| c.event.clone()).collect();
         let hub = &self.shared.hub;
-        let start = hub.read().start();
-        let new_start = hub
-            .trim_point(&events)
-            .max(compact_to)
-            .filter(|s| *s > start);
+        let trim = hub.trim_point(&events).max(compact_to);
+        let (new_start, obsolete) = {
+            let h = hub.read();
+            let new_start = trim.filter(|s| *s > h.start());
+            let obsolete = new_start.map_or_else(Vec::new, |start| {
+                obsolete_records(h.since(0).chain(&events), start)
+            });
+            (new_start, obsolete)
+        };
         if (!changes.is_empty() || new_start.is_some())
             && let Some(disk) = &self.disk
-            && let Err(e) = disk.commit(&changes, revision, new_start)
+            && let Err(e) = disk.commit(&changes, revision, new_start.map(|s| (s, &obsolete[..])))
         {
             tracing::error!(error = %e, "store commit failed");
             for (reply, outcome) in replies {
@@ -573,6 +572,22 @@ impl Committer {
         map.insert(key, entry);
         kv
     }
+}
+
+/// The records that compacting to `start` makes unnecessary, given the events from the
+/// current history start on: each version superseded by a change below `start`, and each
+/// deletion below it. What remains below `start` is the state at `start`.
+fn obsolete_records<'a>(events: impl Iterator<Item = &'a Event>, start: Revision) -> Vec<Revision> {
+    let mut obsolete = Vec::new();
+    for e in events.take_while(|e| e.revision() < start) {
+        if let Some(prev) = &e.prev {
+            obsolete.push(prev.mod_revision);
+        }
+        if e.kind == EventKind::Deleted {
+            obsolete.push(e.revision());
+        }
+    }
+    obsolete
 }
 
 fn deleted_change(prev: KeyValue, revision: Revision) -> Change {
