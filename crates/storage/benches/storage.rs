@@ -72,14 +72,23 @@ fn main() {
         }
         if wants("etcd") {
             let etcd = Etcd::start();
-            let raw = raw_etcd(&etcd.endpoint()).await;
+            let raw = raw_etcd(&etcd.endpoint(), false).await;
+            let raw_txn = raw_etcd(&etcd.endpoint(), true).await;
             println!("\n== etcd ({})", etcd.endpoint());
             println!("raw etcd-client puts, 64 tasks: {raw:.0} puts/s");
+            println!("raw etcd-client create-if-absent txns, 64 tasks: {raw_txn:.0} txns/s");
             let mut config = EtcdConfig::new(vec![etcd.endpoint()]);
             config.prefix = "/fellowship".into();
             let store = Arc::new(EtcdStore::connect(config).await.unwrap());
             let c64 = common(store, keys).await;
-            println!("ratio ours/raw (64 writers): {:.2}", c64 / raw);
+            let t = Instant::now();
+            let n = raw_etcd_list(&etcd.endpoint(), "/fellowship/bench/").await;
+            println!(
+                "raw etcd-client range of {n} keys in one request: {:.0} ms",
+                ms(t.elapsed())
+            );
+            println!("ratio ours/raw puts (64 writers): {:.2}", c64 / raw);
+            println!("ratio ours/raw txns (64 writers): {:.2}", c64 / raw_txn);
         }
     });
 }
@@ -274,8 +283,10 @@ async fn raw_redb(dir: &std::path::Path) -> f64 {
     .unwrap()
 }
 
-/// The raw etcd baseline: plain puts from 64 tasks sharing one client for a fixed time.
-async fn raw_etcd(endpoint: &str) -> f64 {
+/// The raw etcd baselines from 64 tasks sharing one client for a fixed time: plain puts, or
+/// the create-if-absent transaction every create needs.
+async fn raw_etcd(endpoint: &str, txn: bool) -> f64 {
+    use etcd_client::{Compare, CompareOp, Txn, TxnOp};
     let client = etcd_client::Client::connect([endpoint], None)
         .await
         .unwrap();
@@ -288,9 +299,15 @@ async fn raw_etcd(endpoint: &str) -> f64 {
             tokio::spawn(async move {
                 let mut i = 0;
                 while start.elapsed() < PHASE {
-                    kv.put(format!("/raw/{w}/{i}"), value(i).to_vec(), None)
-                        .await
-                        .unwrap();
+                    let key = format!("/raw/{txn}/{w}/{i}");
+                    if txn {
+                        let t = Txn::new()
+                            .when([Compare::mod_revision(key.clone(), CompareOp::Equal, 0)])
+                            .and_then([TxnOp::put(key, value(i).to_vec(), None)]);
+                        assert!(kv.txn(t).await.unwrap().succeeded());
+                    } else {
+                        kv.put(key, value(i).to_vec(), None).await.unwrap();
+                    }
                     done.fetch_add(1, Ordering::Relaxed);
                     i += 1;
                 }
@@ -301,4 +318,14 @@ async fn raw_etcd(endpoint: &str) -> f64 {
         t.await.unwrap();
     }
     done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// The raw etcd list baseline: the whole prefix in one range request.
+async fn raw_etcd_list(endpoint: &str, prefix: &str) -> usize {
+    let client = etcd_client::Client::connect([endpoint], None)
+        .await
+        .unwrap();
+    let mut kv = client.kv_client().max_decoding_message_size(usize::MAX);
+    let opts = etcd_client::GetOptions::new().with_prefix();
+    kv.get(prefix, Some(opts)).await.unwrap().kvs().len()
 }

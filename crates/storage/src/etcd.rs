@@ -74,6 +74,9 @@ pub struct EtcdStore {
     /// Leases by TTL in seconds, reused for a while so that short-lived keys (events) do not
     /// cost a lease grant each, as kube-apiserver does.
     leases: tokio::sync::Mutex<HashMap<u64, (i64, Instant)>>,
+    /// The etcd watch feeding the hub, started by the first watch: a store nobody watches
+    /// does not pay for every write coming back to it.
+    root: tokio::sync::OnceCell<JoinHandle<()>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -96,8 +99,9 @@ impl EtcdStore {
         let mut store = EtcdStore {
             client,
             prefix,
+            // No history until the root watch starts: every watch goes to etcd until then.
             hub: Arc::new(Hub::new(
-                1,
+                Revision::MAX,
                 0,
                 Default::default(),
                 config.history_limit,
@@ -105,16 +109,11 @@ impl EtcdStore {
             )),
             timeout: config.request_timeout,
             leases: Default::default(),
+            root: Default::default(),
             tasks: Vec::new(),
         };
-        let now = store.current_revision().await?;
-        store.hub.reset(now + 1);
-        let root = RootWatch {
-            client: store.client.clone(),
-            prefix: store.prefix.clone(),
-            hub: store.hub.clone(),
-        };
-        store.tasks.push(tokio::spawn(root.run(now + 1)));
+        // Fail now, with a retryable error, if etcd cannot be reached.
+        store.current_revision().await?;
         if let Some(interval) = config.compaction_interval {
             let task = compact_periodically(store.client.clone(), store.hub.clone(), interval);
             store.tasks.push(tokio::spawn(task));
@@ -193,7 +192,7 @@ impl EtcdStore {
 
 impl Drop for EtcdStore {
     fn drop(&mut self) {
-        for t in &self.tasks {
+        for t in self.tasks.iter().chain(self.root.get()) {
             t.abort();
         }
     }
@@ -377,6 +376,18 @@ impl Store for EtcdStore {
 
     async fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream> {
         check_key(prefix)?;
+        self.root
+            .get_or_try_init(|| async {
+                let now = self.current_revision().await?;
+                self.hub.reset(now + 1);
+                let root = RootWatch {
+                    client: self.client.clone(),
+                    prefix: self.prefix.clone(),
+                    hub: self.hub.clone(),
+                };
+                Ok::<_, Error>(tokio::spawn(root.run(now + 1)))
+            })
+            .await?;
         match self.hub.subscribe(prefix, after) {
             Err(Error::TooOld { .. }) => self.direct_watch(prefix, after).await,
             other => other,

@@ -133,7 +133,7 @@ impl Hub {
         // and the revision filter below drops the second copy.
         let rx = self.tx.subscribe();
         let h = self.read();
-        if after + 1 < h.start {
+        if after.saturating_add(1) < h.start {
             return Err(Error::TooOld {
                 requested: after,
                 compacted: h.start,

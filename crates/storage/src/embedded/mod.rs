@@ -174,6 +174,7 @@ impl EmbeddedStore {
             rx,
             expiries,
             max_batch: config.max_batch.max(1),
+            last_batch: 0,
         };
         let handle = std::thread::Builder::new()
             .name("store-committer".into())
@@ -376,7 +377,11 @@ struct Committer {
     /// checked against the key's current expiry when due.
     expiries: BTreeSet<(u64, Arc<str>)>,
     max_batch: usize,
+    last_batch: usize,
 }
+
+/// The longest a commit waits for the writers of the previous batch (a fraction of an fsync).
+const GATHER: Duration = Duration::from_micros(200);
 
 impl Committer {
     fn run(mut self) {
@@ -401,6 +406,21 @@ impl Committer {
             {
                 batch.push(r);
             }
+            // Writers acknowledged by the last commit are usually about to write again: when
+            // fewer are waiting than the last batch held, wait for them a moment, so that one
+            // fsync serves them all rather than the next one. A lone writer never waits.
+            if self.disk.is_some() && !batch.is_empty() {
+                let deadline = std::time::Instant::now() + GATHER;
+                let target = self.last_batch.min(self.max_batch);
+                while batch.len() < target {
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    match self.rx.recv_timeout(left) {
+                        Ok(r) => batch.push(r),
+                        Err(_) => break,
+                    }
+                }
+            }
+            self.last_batch = batch.len();
             self.commit(batch);
         }
     }
