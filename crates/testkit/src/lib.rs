@@ -1,5 +1,9 @@
 //! Helpers for tests and benchmarks that run real peers on loopback.
 
+mod pki;
+
+pub use pki::{Pair, Pki};
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -20,25 +24,55 @@ pub struct Etcd {
     dir: tempfile::TempDir,
     client_port: u16,
     peer_port: u16,
+    tls: Option<EtcdTls>,
+}
+
+/// Certificates of an etcd that serves TLS and requires client certificates.
+pub struct EtcdTls {
+    pub pki: Pki,
+    pub server: Pair,
+    pub client: Pair,
 }
 
 impl Etcd {
     /// Starts etcd and waits until it answers. Panics with a clear message if the binary is
     /// missing: the README test command installs it.
     pub fn start() -> Etcd {
+        Self::start_with(None)
+    }
+
+    /// Starts etcd serving TLS on its client port, requiring client certificates.
+    pub fn start_tls() -> Etcd {
+        let pki = Pki::new();
+        let server = pki.server("etcd-server");
+        let client = pki.client("etcd-client", "apiserver", &[]);
+        Self::start_with(Some(EtcdTls {
+            pki,
+            server,
+            client,
+        }))
+    }
+
+    fn start_with(tls: Option<EtcdTls>) -> Etcd {
         let dir = tempfile::tempdir().expect("temporary directory for etcd");
         let mut etcd = Etcd {
             child: None,
             dir,
             client_port: free_port(),
             peer_port: free_port(),
+            tls,
         };
         etcd.launch();
         etcd
     }
 
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
+    }
+
+    pub fn tls(&self) -> Option<&EtcdTls> {
+        self.tls.as_ref()
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -63,10 +97,17 @@ impl Etcd {
         let bin = which("etcd").unwrap_or_else(|| {
             panic!("etcd not found on PATH: install Debian's etcd-server (the README test command does)")
         });
-        let client = format!("http://127.0.0.1:{}", self.client_port);
+        let client = self.endpoint();
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let log = std::fs::File::create(self.dir.path().join("etcd.log")).expect("etcd log file");
-        let child = Command::new(bin)
+        let mut cmd = Command::new(bin);
+        if let Some(tls) = &self.tls {
+            cmd.arg(format!("--cert-file={}", tls.server.cert.display()))
+                .arg(format!("--key-file={}", tls.server.key.display()))
+                .arg(format!("--trusted-ca-file={}", tls.pki.ca_file().display()))
+                .arg("--client-cert-auth");
+        }
+        let child = cmd
             .arg("--name=test")
             .arg(format!(
                 "--data-dir={}",
@@ -98,12 +139,24 @@ impl Etcd {
                     std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default();
                 panic!("etcd exited with {status}: {log}");
             }
-            if health_ok(&addr) {
+            if self.answers(&addr) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
         panic!("etcd did not become healthy on {addr} within 30 s");
+    }
+}
+
+impl Etcd {
+    /// Whether etcd is up: `/health` over plain HTTP; with TLS, whether the port accepts
+    /// connections (the client then waits for a leader through its own retries).
+    fn answers(&self, addr: &str) -> bool {
+        if self.tls.is_some() {
+            std::net::TcpStream::connect(addr).is_ok()
+        } else {
+            health_ok(addr)
+        }
     }
 }
 
