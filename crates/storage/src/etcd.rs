@@ -125,14 +125,32 @@ impl EtcdStore {
         format!("{}{key}", self.prefix)
     }
 
-    async fn call<T>(
-        &self,
-        f: impl Future<Output = std::result::Result<T, etcd_client::Error>>,
-    ) -> Result<T> {
-        tokio::time::timeout(self.timeout, f)
-            .await
-            .map_err(|_| Error::Unavailable("etcd request timed out".into()))?
-            .map_err(map_err)
+    /// Runs an etcd call within the request timeout. A call that failed to reach any member
+    /// (it was never sent) is retried on the next endpoint, as is an idempotent read that etcd
+    /// could not serve; a write that may have been applied is not.
+    async fn call<T, F>(&self, idempotent: bool, mut f: impl FnMut() -> F) -> Result<T>
+    where
+        F: Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
+        let deadline = Instant::now() + self.timeout;
+        let mut backoff = Duration::from_millis(20);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let e = match tokio::time::timeout(left, f()).await {
+                Err(_) => return Err(Error::Unavailable("etcd request timed out".into())),
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(e)) => e,
+            };
+            let never_sent = is_connect_error(&e);
+            let e = map_err(e);
+            if !(e.is_retryable() && (idempotent || never_sent))
+                || Instant::now() + backoff >= deadline
+            {
+                return Err(e);
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(500));
+        }
     }
 
     fn kv(&self, kv: etcd_client::KeyValue) -> Result<KeyValue> {
@@ -149,8 +167,13 @@ impl EtcdStore {
         {
             return Ok(*id);
         }
-        let mut lc = self.client.lease_client();
-        let granted = self.call(lc.grant((secs + reuse) as i64, None)).await?;
+        let ttl = (secs + reuse) as i64;
+        let granted = self
+            .call(true, || {
+                let mut lc = self.client.lease_client();
+                async move { lc.grant(ttl, None).await }
+            })
+            .await?;
         leases.insert(secs, (granted.id(), Instant::now()));
         Ok(granted.id())
     }
@@ -202,8 +225,13 @@ impl Drop for EtcdStore {
 impl Store for EtcdStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
         check_key(key)?;
-        let mut kv = self.client.kv_client();
-        let mut resp = self.call(kv.get(self.full(key), None)).await?;
+        let key = self.full(key);
+        let mut resp = self
+            .call(true, || {
+                let (mut kvc, key) = (self.client.kv_client(), key.clone());
+                async move { kvc.get(key, None).await }
+            })
+            .await?;
         resp.take_kvs()
             .into_iter()
             .next()
@@ -219,17 +247,21 @@ impl Store for EtcdStore {
         let mut revision = at.unwrap_or(0);
         let mut from = self.full(&start).into_bytes();
         let mut items = Vec::new();
-        let mut kvc = self
-            .client
-            .kv_client()
-            .max_decoding_message_size(usize::MAX);
         loop {
             let want = limit.map_or(LIST_CHUNK, |l| (l - items.len()) as i64);
             let opts = GetOptions::new()
                 .with_range(end.clone())
                 .with_limit(want)
                 .with_revision(revision as i64);
-            let mut resp = match self.call(kvc.get(from.clone(), Some(opts))).await {
+            let get = || {
+                let mut kvc = self
+                    .client
+                    .kv_client()
+                    .max_decoding_message_size(usize::MAX);
+                let (from, opts) = (from.clone(), opts.clone());
+                async move { kvc.get(from, Some(opts)).await }
+            };
+            let mut resp = match self.call(true, get).await {
                 Ok(r) => r,
                 Err(e) => return Err(self.too_old_or(e, revision).await),
             };
@@ -272,8 +304,12 @@ impl Store for EtcdStore {
         let txn = Txn::new()
             .when([Compare::mod_revision(k.clone(), CompareOp::Equal, 0)])
             .and_then([TxnOp::put(k, Vec::from(value.clone()), Some(put))]);
-        let mut kvc = self.client.kv_client();
-        let mut resp = self.call(kvc.txn(txn)).await?;
+        let mut resp = self
+            .call(false, || {
+                let (mut kvc, txn) = (self.client.kv_client(), txn.clone());
+                async move { kvc.txn(txn).await }
+            })
+            .await?;
         if !resp.succeeded() {
             return Err(Error::AlreadyExists {
                 key: key.to_string(),
@@ -305,8 +341,12 @@ impl Store for EtcdStore {
             ])
             .and_then([TxnOp::put(k.clone(), Vec::from(value.clone()), Some(put))])
             .or_else([TxnOp::get(k, None)]);
-        let mut kvc = self.client.kv_client();
-        let mut resp = self.call(kvc.txn(txn)).await?;
+        let mut resp = self
+            .call(false, || {
+                let (mut kvc, txn) = (self.client.kv_client(), txn.clone());
+                async move { kvc.txn(txn).await }
+            })
+            .await?;
         let revision = resp.take_header().map_or(0, |h| h.revision() as u64);
         let responses = resp.op_responses();
         if !resp.succeeded() {
@@ -348,8 +388,12 @@ impl Store for EtcdStore {
                 Some(DeleteOptions::new().with_prev_key()),
             )])
             .or_else([TxnOp::get(k, None)]);
-        let mut kvc = self.client.kv_client();
-        let mut resp = self.call(kvc.txn(txn)).await?;
+        let mut resp = self
+            .call(false, || {
+                let (mut kvc, txn) = (self.client.kv_client(), txn.clone());
+                async move { kvc.txn(txn).await }
+            })
+            .await?;
         let revision = resp.take_header().map_or(0, |h| h.revision() as u64);
         let responses = resp.op_responses();
         if !resp.succeeded() {
@@ -395,15 +439,21 @@ impl Store for EtcdStore {
     }
 
     async fn current_revision(&self) -> Result<Revision> {
-        let mut kvc = self.client.kv_client();
         let opts = GetOptions::new().with_count_only();
-        let resp = self.call(kvc.get(self.prefix.clone(), Some(opts))).await?;
+        let get = || {
+            let (mut kvc, key, opts) = (self.client.kv_client(), self.prefix.clone(), opts.clone());
+            async move { kvc.get(key, Some(opts)).await }
+        };
+        let resp = self.call(true, get).await?;
         Ok(resp.header().map_or(0, |h| h.revision() as u64))
     }
 
     async fn compact(&self, revision: Revision) -> Result<()> {
-        let mut kvc = self.client.kv_client();
-        match self.call(kvc.compact(revision as i64, None)).await {
+        let compact = || {
+            let mut kvc = self.client.kv_client();
+            async move { kvc.compact(revision as i64, None).await }
+        };
+        match self.call(true, compact).await {
             Ok(_) | Err(Error::TooOld { .. }) => {
                 // Watches from before the compaction fail here as they would in etcd.
                 self.hub.publish(Vec::new(), 0, Some(revision), || ());
@@ -419,19 +469,26 @@ impl EtcdStore {
     async fn direct_watch(&self, prefix: &str, after: Revision) -> Result<WatchStream> {
         // etcd reports a compacted start revision only in a later message of the watch; a
         // read at that revision tells at once, so the caller gets TooOld from this call.
-        let mut kvc = self.client.kv_client();
+        let key = self.full(prefix);
         let probe = GetOptions::new()
             .with_count_only()
             .with_revision(after as i64 + 1);
-        if let Err(e) = self.call(kvc.get(self.full(prefix), Some(probe))).await {
+        let get = || {
+            let (mut kvc, key, probe) = (self.client.kv_client(), key.clone(), probe.clone());
+            async move { kvc.get(key, Some(probe)).await }
+        };
+        if let Err(e) = self.call(true, get).await {
             return Err(self.too_old_or(e, after).await);
         }
-        let mut wc = self.client.watch_client();
         let opts = WatchOptions::new()
             .with_prefix()
             .with_prev_key()
             .with_start_revision(after as i64 + 1);
-        let stream = self.call(wc.watch(self.full(prefix), Some(opts))).await?;
+        let watch = || {
+            let (mut wc, key, opts) = (self.client.watch_client(), key.clone(), opts.clone());
+            async move { wc.watch(key, Some(opts)).await }
+        };
+        let stream = self.call(true, watch).await?;
         let prefix = self.prefix.clone();
         let events = futures::stream::unfold(Some(stream), move |stream| {
             let prefix = prefix.clone();
@@ -626,6 +683,17 @@ fn convert_event(prefix: &str, e: &etcd_client::Event) -> Result<Event> {
         ..kv
     };
     Ok(Event { kind, kv, prev })
+}
+
+/// Whether the call failed before reaching etcd: no connection could be made.
+fn is_connect_error(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::TransportError(_) => true,
+        etcd_client::Error::GRpcStatus(s) => {
+            s.code() == tonic::Code::Unavailable && s.message().contains("connect")
+        }
+        _ => false,
+    }
 }
 
 fn map_err(e: etcd_client::Error) -> Error {

@@ -104,3 +104,24 @@ async fn tls_with_client_certificates() {
         Err(Error::Internal(_))
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_endpoints_one_down() {
+    let etcd = Etcd::start();
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let mut c = config(&etcd);
+    c.endpoints = vec![dead, etcd.endpoint()];
+    c.prefix = "/custom-prefix".into();
+    let store = EtcdStore::connect(c).await.unwrap();
+    for i in 0..20 {
+        let key = format!("/e/{i}");
+        let kv = store.create(&key, b("v"), None).await.unwrap();
+        assert_eq!(store.get(&key).await.unwrap(), Some(kv));
+    }
+    // Keys live under the configured prefix in etcd itself.
+    let mut raw = etcd_client::Client::connect([etcd.endpoint()], None)
+        .await
+        .unwrap();
+    let found = raw.get("/custom-prefix/e/0", None).await.unwrap();
+    assert_eq!(found.kvs().len(), 1);
+}
