@@ -138,30 +138,44 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// Creates from `writers` concurrent tasks for a fixed time; returns creates/s.
-async fn creates(store: &Arc<dyn Store>, writers: usize, prefix: &str) -> f64 {
+/// Runs `op(task, i)` from `tasks` concurrent tasks, each looping for a fixed time;
+/// returns operations per second.
+async fn throughput<F, Fut>(tasks: usize, op: F) -> f64
+where
+    F: Fn(usize, usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
     let done = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
-    let tasks: Vec<_> = (0..writers)
-        .map(|w| {
-            let store = store.clone();
-            let done = done.clone();
-            let prefix = prefix.to_string();
+    let handles: Vec<_> = (0..tasks)
+        .map(|t| {
+            let (op, done) = (op.clone(), done.clone());
             tokio::spawn(async move {
                 let mut i = 0;
                 while start.elapsed() < PHASE {
-                    let key = format!("{prefix}{w}/{i}");
-                    store.create(&key, value(i), None).await.unwrap();
-                    done.fetch_add(1, Ordering::Relaxed);
+                    op(t, i).await;
                     i += 1;
                 }
+                done.fetch_add(i as u64, Ordering::Relaxed);
             })
         })
         .collect();
-    for t in tasks {
-        t.await.unwrap();
+    for h in handles {
+        h.await.unwrap();
     }
     done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Creates from `writers` concurrent tasks; returns creates/s.
+async fn creates(store: &Arc<dyn Store>, writers: usize, prefix: &str) -> f64 {
+    let (store, prefix) = (store.clone(), prefix.to_string());
+    throughput(writers, move |w, i| {
+        let (store, key) = (store.clone(), format!("{prefix}{w}/{i}"));
+        async move {
+            store.create(&key, value(i), None).await.unwrap();
+        }
+    })
+    .await
 }
 
 async fn fill(store: &Arc<dyn Store>, keys: usize) {
@@ -183,35 +197,20 @@ async fn fill(store: &Arc<dyn Store>, keys: usize) {
     }
 }
 
-/// Random point reads of existing keys from 64 tasks for a fixed time; returns reads/s.
+/// Random point reads of existing keys from 64 tasks; returns reads/s.
 async fn point_reads(store: &Arc<dyn Store>, keys: usize) -> f64 {
-    let done = Arc::new(AtomicU64::new(0));
-    let start = Instant::now();
-    let tasks: Vec<_> = (0..64u64)
-        .map(|t| {
-            let store = store.clone();
-            let done = done.clone();
-            tokio::spawn(async move {
-                let mut x = t.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-                let mut n = 0;
-                while start.elapsed() < PHASE {
-                    for _ in 0..256 {
-                        x ^= x << 13;
-                        x ^= x >> 7;
-                        x ^= x << 17;
-                        let key = format!("/bench/{:08}", x as usize % keys);
-                        assert!(store.get(&key).await.unwrap().is_some());
-                    }
-                    n += 256;
-                }
-                done.fetch_add(n, Ordering::Relaxed);
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.unwrap();
-    }
-    done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+    let store = store.clone();
+    throughput(64, move |t, i| {
+        let store = store.clone();
+        // A cheap mix of task and step, spread over the keys.
+        let n = (t as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            ^ (i as u64).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        let key = format!("/bench/{:08}", (n >> 11) as usize % keys);
+        async move {
+            assert!(store.get(&key).await.unwrap().is_some());
+        }
+    })
+    .await
 }
 
 /// `watchers` watch one prefix while `writes` keys are created at 100/s; latency is from
@@ -283,41 +282,28 @@ async fn raw_redb(dir: &std::path::Path) -> f64 {
     .unwrap()
 }
 
-/// The raw etcd baselines from 64 tasks sharing one client for a fixed time: plain puts, or
-/// the create-if-absent transaction every create needs.
+/// The raw etcd baselines from 64 tasks sharing one client: plain puts, or the
+/// create-if-absent transaction every create needs.
 async fn raw_etcd(endpoint: &str, txn: bool) -> f64 {
     use etcd_client::{Compare, CompareOp, Txn, TxnOp};
     let client = etcd_client::Client::connect([endpoint], None)
         .await
         .unwrap();
-    let done = Arc::new(AtomicU64::new(0));
-    let start = Instant::now();
-    let tasks: Vec<_> = (0..64)
-        .map(|w| {
-            let mut kv = client.kv_client();
-            let done = done.clone();
-            tokio::spawn(async move {
-                let mut i = 0;
-                while start.elapsed() < PHASE {
-                    let key = format!("/raw/{txn}/{w}/{i}");
-                    if txn {
-                        let t = Txn::new()
-                            .when([Compare::mod_revision(key.clone(), CompareOp::Equal, 0)])
-                            .and_then([TxnOp::put(key, value(i).to_vec(), None)]);
-                        assert!(kv.txn(t).await.unwrap().succeeded());
-                    } else {
-                        kv.put(key, value(i).to_vec(), None).await.unwrap();
-                    }
-                    done.fetch_add(1, Ordering::Relaxed);
-                    i += 1;
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.unwrap();
-    }
-    done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+    throughput(64, move |w, i| {
+        let mut kv = client.kv_client();
+        let key = format!("/raw/{txn}/{w}/{i}");
+        async move {
+            if txn {
+                let t = Txn::new()
+                    .when([Compare::mod_revision(key.clone(), CompareOp::Equal, 0)])
+                    .and_then([TxnOp::put(key, value(i).to_vec(), None)]);
+                assert!(kv.txn(t).await.unwrap().succeeded());
+            } else {
+                kv.put(key, value(i).to_vec(), None).await.unwrap();
+            }
+        }
+    })
+    .await
 }
 
 /// The raw etcd list baseline: the whole prefix in one range request.

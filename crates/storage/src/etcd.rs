@@ -185,17 +185,42 @@ impl EtcdStore {
         })
     }
 
-    /// What a failed guarded write found: the key's current value, if it exists.
-    fn found(&self, responses: Vec<TxnOpResponse>) -> Result<Option<KeyValue>> {
-        match responses.into_iter().next() {
-            Some(TxnOpResponse::Get(mut g)) => g
-                .take_kvs()
-                .into_iter()
-                .next()
-                .map(|kv| self.kv(kv))
-                .transpose(),
-            _ => Ok(None),
+    async fn txn(&self, txn: Txn) -> Result<etcd_client::TxnResponse> {
+        self.call(false, || {
+            let (mut kvc, txn) = (self.client.kv_client(), txn.clone());
+            async move { kvc.txn(txn).await }
+        })
+        .await
+    }
+
+    /// Runs a write guarded by the key's existence (and revision) whose else-branch reads the
+    /// key: the revision and responses on success, else `Conflict` with what the key holds,
+    /// or `NotFound`.
+    async fn guarded(
+        &self,
+        key: &str,
+        txn: Txn,
+        expected: Revision,
+    ) -> Result<(Revision, Vec<TxnOpResponse>)> {
+        let mut resp = self.txn(txn).await?;
+        let revision = resp.take_header().map_or(0, |h| h.revision() as u64);
+        let responses = resp.op_responses();
+        if resp.succeeded() {
+            return Ok((revision, responses));
         }
+        let current = match responses.into_iter().next() {
+            Some(TxnOpResponse::Get(mut g)) => g.take_kvs().into_iter().next(),
+            _ => None,
+        };
+        Err(match current {
+            Some(kv) => Error::Conflict {
+                expected,
+                current: Box::new(self.kv(kv)?),
+            },
+            None => Error::NotFound {
+                key: key.to_string(),
+            },
+        })
     }
 
     async fn too_old_or(&self, e: Error, requested: Revision) -> Error {
@@ -304,12 +329,7 @@ impl Store for EtcdStore {
         let txn = Txn::new()
             .when([Compare::mod_revision(k.clone(), CompareOp::Equal, 0)])
             .and_then([TxnOp::put(k, Vec::from(value.clone()), Some(put))]);
-        let mut resp = self
-            .call(false, || {
-                let (mut kvc, txn) = (self.client.kv_client(), txn.clone());
-                async move { kvc.txn(txn).await }
-            })
-            .await?;
+        let mut resp = self.txn(txn).await?;
         if !resp.succeeded() {
             return Err(Error::AlreadyExists {
                 key: key.to_string(),
@@ -341,25 +361,7 @@ impl Store for EtcdStore {
             ])
             .and_then([TxnOp::put(k.clone(), Vec::from(value.clone()), Some(put))])
             .or_else([TxnOp::get(k, None)]);
-        let mut resp = self
-            .call(false, || {
-                let (mut kvc, txn) = (self.client.kv_client(), txn.clone());
-                async move { kvc.txn(txn).await }
-            })
-            .await?;
-        let revision = resp.take_header().map_or(0, |h| h.revision() as u64);
-        let responses = resp.op_responses();
-        if !resp.succeeded() {
-            return Err(match self.found(responses)? {
-                Some(current) => Error::Conflict {
-                    expected,
-                    current: Box::new(current),
-                },
-                None => Error::NotFound {
-                    key: key.to_string(),
-                },
-            });
-        }
+        let (revision, responses) = self.guarded(key, txn, expected).await?;
         let create_revision = match responses.into_iter().next() {
             Some(TxnOpResponse::Put(p)) => p
                 .prev_key()
@@ -388,25 +390,7 @@ impl Store for EtcdStore {
                 Some(DeleteOptions::new().with_prev_key()),
             )])
             .or_else([TxnOp::get(k, None)]);
-        let mut resp = self
-            .call(false, || {
-                let (mut kvc, txn) = (self.client.kv_client(), txn.clone());
-                async move { kvc.txn(txn).await }
-            })
-            .await?;
-        let revision = resp.take_header().map_or(0, |h| h.revision() as u64);
-        let responses = resp.op_responses();
-        if !resp.succeeded() {
-            return Err(match self.found(responses)? {
-                Some(current) => Error::Conflict {
-                    expected: expected.unwrap_or_default(),
-                    current: Box::new(current),
-                },
-                None => Error::NotFound {
-                    key: key.to_string(),
-                },
-            });
-        }
+        let (revision, responses) = self.guarded(key, txn, expected.unwrap_or_default()).await?;
         let prev = match responses.into_iter().next() {
             Some(TxnOpResponse::Delete(mut d)) => d.take_prev_kvs().into_iter().next(),
             _ => None,
