@@ -1,0 +1,12 @@
+//! Kubernetes API machinery shared by the federation API server and the local member
+//! clusters: `Status` errors, object metadata, validation, selectors and resource
+//! descriptions.
+
+pub mod meta;
+pub mod resource;
+pub mod selector;
+pub mod status;
+pub mod validation;
+
+pub use resource::{ResourceKind, Scope};
+pub use status::{ApiError, Cause, GroupResource};
