@@ -4,7 +4,9 @@ use serde_json::{Map, Value};
 
 /// The current time as Kubernetes writes timestamps: RFC 3339, seconds, UTC.
 pub fn now() -> String {
-    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
 }
 
 /// A new object UID.

@@ -142,7 +142,11 @@ impl LabelSelector {
             match it.next() {
                 None => break,
                 Some(Token::Comma) if it.peek().is_some() => {}
-                other => return Err(format!("expected ',' between requirements, found {other:?}")),
+                other => {
+                    return Err(format!(
+                        "expected ',' between requirements, found {other:?}"
+                    ));
+                }
             }
         }
         Ok(LabelSelector { requirements })
@@ -155,16 +159,22 @@ impl LabelSelector {
     /// Whether labels (a JSON object of strings, or none) satisfy every requirement.
     pub fn matches(&self, labels: Option<&Map<String, Value>>) -> bool {
         let get = |k: &str| labels.and_then(|l| l.get(k)).and_then(Value::as_str);
-        self.requirements.iter().all(|r| match (&r.op, get(&r.key)) {
-            (Op::Exists, v) => v.is_some(),
-            (Op::NotExists, v) => v.is_none(),
-            (Op::Eq(want), v) => v == Some(want.as_str()),
-            (Op::NotEq(want), v) => v != Some(want.as_str()),
-            (Op::In(set), v) => v.is_some_and(|v| set.iter().any(|s| s == v)),
-            (Op::NotIn(set), v) => v.is_none_or(|v| !set.iter().any(|s| s == v)),
-            (Op::Gt(n), v) => v.and_then(|v| v.parse::<i64>().ok()).is_some_and(|v| v > *n),
-            (Op::Lt(n), v) => v.and_then(|v| v.parse::<i64>().ok()).is_some_and(|v| v < *n),
-        })
+        self.requirements
+            .iter()
+            .all(|r| match (&r.op, get(&r.key)) {
+                (Op::Exists, v) => v.is_some(),
+                (Op::NotExists, v) => v.is_none(),
+                (Op::Eq(want), v) => v == Some(want.as_str()),
+                (Op::NotEq(want), v) => v != Some(want.as_str()),
+                (Op::In(set), v) => v.is_some_and(|v| set.iter().any(|s| s == v)),
+                (Op::NotIn(set), v) => v.is_none_or(|v| !set.iter().any(|s| s == v)),
+                (Op::Gt(n), v) => v
+                    .and_then(|v| v.parse::<i64>().ok())
+                    .is_some_and(|v| v > *n),
+                (Op::Lt(n), v) => v
+                    .and_then(|v| v.parse::<i64>().ok())
+                    .is_some_and(|v| v < *n),
+            })
     }
 }
 
@@ -313,7 +323,14 @@ mod tests {
         for s in yes {
             assert!(LabelSelector::parse(s).unwrap().matches(Some(&l)), "{s}");
         }
-        let no = ["app=db", "!app", "app in (db)", "missing", "n>5", "app=web,tier=back"];
+        let no = [
+            "app=db",
+            "!app",
+            "app in (db)",
+            "missing",
+            "n>5",
+            "app=web,tier=back",
+        ];
         for s in no {
             assert!(!LabelSelector::parse(s).unwrap().matches(Some(&l)), "{s}");
         }
@@ -326,9 +343,21 @@ mod tests {
     fn field_selectors() {
         let o = json!({"metadata": {"name": "a,b", "namespace": "ns"}});
         let f = &["metadata.name", "metadata.namespace"];
-        assert!(FieldSelector::parse("metadata.name=a\\,b", f).unwrap().matches(&o));
-        assert!(FieldSelector::parse("metadata.namespace!=x", f).unwrap().matches(&o));
-        assert!(!FieldSelector::parse("metadata.namespace==x", f).unwrap().matches(&o));
+        assert!(
+            FieldSelector::parse("metadata.name=a\\,b", f)
+                .unwrap()
+                .matches(&o)
+        );
+        assert!(
+            FieldSelector::parse("metadata.namespace!=x", f)
+                .unwrap()
+                .matches(&o)
+        );
+        assert!(
+            !FieldSelector::parse("metadata.namespace==x", f)
+                .unwrap()
+                .matches(&o)
+        );
         assert!(FieldSelector::parse("spec.x=1", f).is_err());
     }
 }

@@ -57,7 +57,8 @@ pub struct ApiError {
     pub code: u16,
     pub reason: &'static str,
     pub message: String,
-    pub details: Option<Details>,
+    /// Boxed: errors travel in `Result`s on every path, and most have no details.
+    pub details: Option<Box<Details>>,
 }
 
 /// A group and resource, as errors name them (`configmaps`, `deployments.apps`).
@@ -88,12 +89,12 @@ impl ApiError {
     }
 
     fn about(mut self, gr: GroupResource<'_>, name: &str) -> ApiError {
-        self.details = Some(Details {
+        self.details = Some(Box::new(Details {
             name: name.to_string(),
             group: gr.group.to_string(),
             kind: gr.resource.to_string(),
             ..Default::default()
-        });
+        }));
         self
     }
 
@@ -131,7 +132,12 @@ impl ApiError {
     }
 
     pub fn already_exists(gr: GroupResource<'_>, name: &str) -> ApiError {
-        Self::new(409, "AlreadyExists", format!("{gr} {name:?} already exists")).about(gr, name)
+        Self::new(
+            409,
+            "AlreadyExists",
+            format!("{gr} {name:?} already exists"),
+        )
+        .about(gr, name)
     }
 
     pub fn conflict(gr: GroupResource<'_>, name: &str, why: impl std::fmt::Display) -> ApiError {
@@ -178,22 +184,22 @@ impl ApiError {
             code: 422,
             reason: "Invalid",
             message,
-            details: Some(Details {
+            details: Some(Box::new(Details {
                 name: name.to_string(),
                 group: group.to_string(),
                 kind: kind.to_string(),
                 causes,
                 retry_after_seconds: None,
-            }),
+            })),
         }
     }
 
     pub fn too_many_requests(message: impl Into<String>, retry_after_seconds: u32) -> ApiError {
         let mut e = Self::new(429, "TooManyRequests", message);
-        e.details = Some(Details {
+        e.details = Some(Box::new(Details {
             retry_after_seconds: Some(retry_after_seconds),
             ..Default::default()
-        });
+        }));
         e
     }
 

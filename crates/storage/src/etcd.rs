@@ -158,7 +158,11 @@ impl EtcdStore {
     }
 
     async fn lease(&self, ttl: Duration) -> Result<i64> {
-        let secs = ttl.as_secs().max(1);
+        // Whole seconds, rounded up: a key lives at least its TTL.
+        let secs = ttl
+            .as_secs()
+            .saturating_add(u64::from(ttl.subsec_nanos() > 0))
+            .max(1);
         // Reused for 5% of the TTL, at most a minute; keys attached to it live at least `ttl`.
         let reuse = (secs / 20).min(60);
         let mut leases = self.leases.lock().await;
@@ -167,14 +171,15 @@ impl EtcdStore {
         {
             return Ok(*id);
         }
-        let ttl = (secs + reuse) as i64;
+        let ttl = i64::try_from(secs.saturating_add(reuse)).unwrap_or(i64::MAX);
+        let asked = Instant::now();
         let granted = self
             .call(true, || {
                 let mut lc = self.client.lease_client();
                 async move { lc.grant(ttl, None).await }
             })
             .await?;
-        leases.insert(secs, (granted.id(), Instant::now()));
+        leases.insert(secs, (granted.id(), asked));
         Ok(granted.id())
     }
 
@@ -277,7 +282,7 @@ impl Store for EtcdStore {
             let opts = GetOptions::new()
                 .with_range(end.clone())
                 .with_limit(want)
-                .with_revision(revision as i64);
+                .with_revision(etcd_revision(revision)?);
             let get = || {
                 let mut kvc = self
                     .client
@@ -357,7 +362,7 @@ impl Store for EtcdStore {
         let txn = Txn::new()
             .when([
                 Compare::version(k.clone(), CompareOp::Greater, 0),
-                Compare::mod_revision(k.clone(), CompareOp::Equal, expected as i64),
+                Compare::mod_revision(k.clone(), CompareOp::Equal, etcd_revision(expected)?),
             ])
             .and_then([TxnOp::put(k.clone(), Vec::from(value.clone()), Some(put))])
             .or_else([TxnOp::get(k, None)]);
@@ -381,7 +386,11 @@ impl Store for EtcdStore {
         let k = self.full(key);
         let mut when = vec![Compare::version(k.clone(), CompareOp::Greater, 0)];
         if let Some(e) = expected {
-            when.push(Compare::mod_revision(k.clone(), CompareOp::Equal, e as i64));
+            when.push(Compare::mod_revision(
+                k.clone(),
+                CompareOp::Equal,
+                etcd_revision(e)?,
+            ));
         }
         let txn = Txn::new()
             .when(when)
@@ -433,9 +442,10 @@ impl Store for EtcdStore {
     }
 
     async fn compact(&self, revision: Revision) -> Result<()> {
+        let at = etcd_revision(revision)?;
         let compact = || {
             let mut kvc = self.client.kv_client();
-            async move { kvc.compact(revision as i64, None).await }
+            async move { kvc.compact(at, None).await }
         };
         match self.call(true, compact).await {
             Ok(_) | Err(Error::TooOld { .. }) => {
@@ -451,12 +461,11 @@ impl Store for EtcdStore {
 impl EtcdStore {
     /// A watch from before the hub's history: etcd serves it from its own, if not compacted.
     async fn direct_watch(&self, prefix: &str, after: Revision) -> Result<WatchStream> {
+        let start = etcd_revision(after.saturating_add(1))?;
         // etcd reports a compacted start revision only in a later message of the watch; a
         // read at that revision tells at once, so the caller gets TooOld from this call.
         let key = self.full(prefix);
-        let probe = GetOptions::new()
-            .with_count_only()
-            .with_revision(after as i64 + 1);
+        let probe = GetOptions::new().with_count_only().with_revision(start);
         let get = || {
             let (mut kvc, key, probe) = (self.client.kv_client(), key.clone(), probe.clone());
             async move { kvc.get(key, Some(probe)).await }
@@ -467,7 +476,7 @@ impl EtcdStore {
         let opts = WatchOptions::new()
             .with_prefix()
             .with_prev_key()
-            .with_start_revision(after as i64 + 1);
+            .with_start_revision(start);
         let watch = || {
             let (mut wc, key, opts) = (self.client.watch_client(), key.clone(), opts.clone());
             async move { wc.watch(key, Some(opts)).await }
@@ -541,7 +550,7 @@ impl RootWatch {
         let opts = WatchOptions::new()
             .with_prefix()
             .with_prev_key()
-            .with_start_revision(*next as i64);
+            .with_start_revision(etcd_revision(*next)?);
         let mut stream = wc
             .watch(format!("{}/", self.prefix), Some(opts))
             .await
@@ -572,11 +581,16 @@ impl RootWatch {
                     resp.cancel_reason()
                 )));
             }
-            let events = resp
+            // A foreign key that is not ours to read is skipped, not fatal to every watcher.
+            let events: Vec<Event> = resp
                 .events()
                 .iter()
-                .map(|e| convert_event(&self.prefix, e))
-                .collect::<Result<Vec<_>>>()?;
+                .filter_map(|e| {
+                    convert_event(&self.prefix, e)
+                        .inspect_err(|err| tracing::warn!(error = %err, "skipping an etcd event"))
+                        .ok()
+                })
+                .collect();
             if let Some(last) = events.last().map(Event::revision) {
                 let trim = self.hub.trim_point(&events);
                 self.hub.publish(events, last, trim, || ());
@@ -669,15 +683,28 @@ fn convert_event(prefix: &str, e: &etcd_client::Event) -> Result<Event> {
     Ok(Event { kind, kv, prev })
 }
 
-/// Whether the call failed before reaching etcd: no connection could be made.
+/// Whether the call failed before reaching etcd: no connection could be made. Failures
+/// after sending (a reset, a closed stream) do not count: the write may have been applied.
 fn is_connect_error(e: &etcd_client::Error) -> bool {
     match e {
         etcd_client::Error::TransportError(_) => true,
         etcd_client::Error::GRpcStatus(s) => {
-            s.code() == tonic::Code::Unavailable && s.message().contains("connect")
+            let m = s.message();
+            s.code() == tonic::Code::Unavailable
+                && (m.contains("tcp connect error")
+                    || m.contains("error trying to connect")
+                    || m.contains("dns error"))
         }
         _ => false,
     }
+}
+
+/// etcd revisions are i64: a larger one cannot exist there yet.
+fn etcd_revision(revision: Revision) -> Result<i64> {
+    i64::try_from(revision).map_err(|_| Error::FutureRevision {
+        requested: revision,
+        current: 0,
+    })
 }
 
 fn map_err(e: etcd_client::Error) -> Error {

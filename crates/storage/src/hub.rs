@@ -108,8 +108,10 @@ impl Hub {
                 h.events.drain(..drop);
                 h.start = start;
             }
+            // Still under the lock: a subscriber that finds these events in the history can
+            // already read the state they lead to.
+            before_wake();
         }
-        before_wake();
         if !events.is_empty() {
             // No receiver is not an error: nobody is watching.
             let _ = self.tx.send(Arc::new(Published::Events(events)));
@@ -146,7 +148,8 @@ impl Hub {
             .collect();
         let state = Watcher {
             prefix: prefix.to_string(),
-            delivered: after.max(h.last),
+            skip_upto: after.max(h.last),
+            delivered: after,
             backlog,
             batch: None,
             rx,
@@ -159,8 +162,12 @@ impl Hub {
 
 struct Watcher {
     prefix: String,
-    /// Live events at or below this revision were already delivered, are in the backlog, or
-    /// predate `after`: a batch published while subscribing is seen twice, once here.
+    /// Live events at or below this revision are in the backlog or predate `after`: a batch
+    /// published while subscribing is seen twice, and this drops the second copy. Fixed at
+    /// subscription: one revision may carry several events (etcd expires a lease's keys in one
+    /// transaction), so it must not move with each delivery.
+    skip_upto: Revision,
+    /// The last revision delivered, for the error a lagging watcher gets.
     delivered: Revision,
     backlog: VecDeque<Event>,
     batch: Option<(Arc<Published>, usize)>,
@@ -183,7 +190,7 @@ impl Watcher {
             {
                 while let Some(e) = events.get(*index) {
                     *index += 1;
-                    if e.revision() > self.delivered && e.kv.key.starts_with(&self.prefix) {
+                    if e.revision() > self.skip_upto && e.kv.key.starts_with(&self.prefix) {
                         self.delivered = e.revision();
                         let e = e.clone();
                         return Some((Ok(e), self));
@@ -208,7 +215,7 @@ impl Watcher {
         self.ended = true;
         let err = Error::TooOld {
             requested: self.delivered,
-            compacted: self.delivered + 1,
+            compacted: self.delivered.saturating_add(1),
         };
         Some((Err(err), self))
     }

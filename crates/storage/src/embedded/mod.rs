@@ -366,7 +366,10 @@ fn now_ms() -> u64 {
 }
 
 fn expiry(ttl: Option<Duration>) -> u64 {
-    ttl.map_or(0, |t| now_ms().saturating_add(t.as_millis() as u64).max(1))
+    ttl.map_or(0, |t| {
+        let ms = u64::try_from(t.as_millis()).unwrap_or(u64::MAX);
+        now_ms().saturating_add(ms).max(1)
+    })
 }
 
 struct Committer {
@@ -548,6 +551,8 @@ impl Committer {
             for (reply, outcome) in replies {
                 let _ = reply.send(outcome.and(Err(e.clone())));
             }
+            // A failing disk is not retried in a tight loop (due expiries come back at once).
+            std::thread::sleep(Duration::from_millis(100));
             return;
         }
         for (at, key) in due {

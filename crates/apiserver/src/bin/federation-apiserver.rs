@@ -1,0 +1,54 @@
+//! The federation API server binary: flags in, HTTPS out.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use clap::Parser;
+use fellowship_apiserver::{App, Options, registry, server, tls};
+
+#[tokio::main]
+async fn main() {
+    let options = Options::parse();
+    let level = match options.v {
+        0 | 1 => "info",
+        2 | 3 => "debug",
+        _ => "trace",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = run(options).await {
+        eprintln!("federation-apiserver: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(options: Options) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let tls = tls::server_config(&options.tls())?;
+    let store = options.open_store().await?;
+    let mut app = App::new(
+        registry::Registry::new(registry::federation()),
+        store,
+        options.authenticator()?,
+        options.advertise(),
+    )?;
+    app.rest.event_ttl = options.event_ttl;
+    app.ensure_namespaces(&["default"]).await?;
+    let addr = format!("{}:{}", options.bind_address, options.secure_port);
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("listening on {addr}: {e}"))?;
+    tracing::info!(%addr, ready_in = ?started.elapsed(), "serving");
+    tokio::select! {
+        _ = server::serve(listener, tls, Arc::new(app)) => Ok(()),
+        _ = tokio::signal::ctrl_c() => {
+            tracing::info!("shutting down");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! Objects between the store and the wire: decoding request bodies, filling in the metadata
+//! the server owns, and presenting stored objects at the version a request asked for.
+
+use bytes::Bytes;
+use fellowship_apimachinery::{ApiError, ResourceKind, meta};
+use fellowship_storage::KeyValue;
+use serde_json::{Map, Value};
+
+/// The largest request body accepted, as kube-apiserver's limit.
+pub const MAX_BODY: usize = 3 * 1024 * 1024;
+
+/// Decodes a request body: a JSON object.
+pub fn decode(body: &[u8]) -> Result<Value, ApiError> {
+    if body.len() > MAX_BODY {
+        return Err(ApiError::too_large(format!(
+            "the request body is {} bytes, more than the limit of {MAX_BODY}",
+            body.len()
+        )));
+    }
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(ApiError::bad_request("the body must be a JSON object"));
+    }
+    Ok(value)
+}
+
+/// Checks that a body's `apiVersion` and `kind`, when present, are those of the endpoint, and
+/// sets them when absent.
+pub fn check_type(object: &mut Value, kind: &ResourceKind) -> Result<(), ApiError> {
+    let want_version = kind.api_version();
+    let obj = object
+        .as_object_mut()
+        .expect("decoded objects are JSON objects");
+    match obj.get("apiVersion").and_then(Value::as_str) {
+        Some(v) if v != want_version => {
+            return Err(ApiError::bad_request(format!(
+                "the API version in the data ({v}) does not match the expected API version ({want_version})"
+            )));
+        }
+        _ => {}
+    }
+    match obj.get("kind").and_then(Value::as_str) {
+        Some(k) if k != kind.kind => {
+            return Err(ApiError::bad_request(format!(
+                "the kind in the data ({k}) does not match the expected kind ({})",
+                kind.kind
+            )));
+        }
+        _ => {}
+    }
+    obj.insert("apiVersion".into(), Value::String(want_version));
+    obj.insert("kind".into(), Value::String(kind.kind.to_string()));
+    Ok(())
+}
+
+/// The stored bytes of an object: everything but its `resourceVersion`, which is the store's
+/// revision and is added on the way out.
+pub fn encode(object: &Value) -> Bytes {
+    let mut object = object.clone();
+    meta::metadata_mut(&mut object).remove("resourceVersion");
+    Bytes::from(serde_json::to_vec(&object).expect("JSON values serialize"))
+}
+
+/// A stored object as the API shows it at `kind`'s version.
+pub fn present(kv: &KeyValue, kind: &ResourceKind) -> Result<Value, ApiError> {
+    let mut object: Value = serde_json::from_slice(&kv.value)
+        .map_err(|e| ApiError::internal(format!("stored object {} is unreadable: {e}", kv.key)))?;
+    let obj = object
+        .as_object_mut()
+        .ok_or_else(|| ApiError::internal(format!("stored object {} is not an object", kv.key)))?;
+    obj.insert("apiVersion".into(), Value::String(kind.api_version()));
+    obj.insert("kind".into(), Value::String(kind.kind.to_string()));
+    meta::metadata_mut(&mut object).insert(
+        "resourceVersion".into(),
+        Value::String(kv.mod_revision.to_string()),
+    );
+    Ok(object)
+}
+
+/// The fields of an object that are neither metadata nor status: a change to them bumps
+/// `metadata.generation`.
+pub fn spec_of(object: &Value) -> Map<String, Value> {
+    object
+        .as_object()
+        .map(|o| {
+            o.iter()
+                .filter(|(k, _)| {
+                    !matches!(k.as_str(), "metadata" | "status" | "apiVersion" | "kind")
+                })
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Whether the type keeps a `metadata.generation` (objects with a desired state).
+pub fn has_generation(object: &Value) -> bool {
+    object.get("spec").is_some()
+}

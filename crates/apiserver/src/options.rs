@@ -1,0 +1,202 @@
+//! `federation-apiserver` flags (spec §9.1), and what they build.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use fellowship_storage::{EmbeddedConfig, EtcdConfig, Store, StoreConfig};
+
+use crate::auth::Authenticator;
+use crate::tls::TlsOptions;
+
+#[derive(Parser, Clone, Debug)]
+#[command(
+    name = "federation-apiserver",
+    version,
+    about = "The Fellowship federation API server"
+)]
+pub struct Options {
+    /// HTTPS port.
+    #[arg(long, default_value_t = 6443)]
+    pub secure_port: u16,
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub bind_address: String,
+    /// Address advertised to clients in discovery; the bind address when unset.
+    #[arg(long, default_value = "")]
+    pub advertise_address: String,
+    #[arg(long)]
+    pub tls_cert_file: Option<PathBuf>,
+    #[arg(long)]
+    pub tls_private_key_file: Option<PathBuf>,
+    /// Where a self-signed certificate is generated when no TLS files are given.
+    #[arg(long, default_value = "/var/run/fellowship")]
+    pub cert_dir: PathBuf,
+    /// CA that signs client certificates (CN = user, O = groups).
+    #[arg(long)]
+    pub client_ca_file: Option<PathBuf>,
+    /// CSV: password,user,uid[,"group1,group2"].
+    #[arg(long)]
+    pub basic_auth_file: Option<PathBuf>,
+    /// CSV: token,user,uid[,"group1,group2"].
+    #[arg(long)]
+    pub token_auth_file: Option<PathBuf>,
+    /// Allow requests without credentials (forced off with AlwaysAllow authorization).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub anonymous_auth: bool,
+    #[arg(long, default_value = "AlwaysAllow", value_parser = ["AlwaysAllow"])]
+    pub authorization_mode: String,
+    /// etcd endpoints, comma-separated; without them the embedded store in --data-dir is used.
+    #[arg(long, value_delimiter = ',')]
+    pub etcd_servers: Vec<String>,
+    #[arg(long, default_value = "/registry")]
+    pub etcd_prefix: String,
+    #[arg(long)]
+    pub etcd_cafile: Option<PathBuf>,
+    #[arg(long)]
+    pub etcd_certfile: Option<PathBuf>,
+    #[arg(long)]
+    pub etcd_keyfile: Option<PathBuf>,
+    /// `etcd3` (with --etcd-servers) or `embedded`; chosen from --etcd-servers when unset.
+    #[arg(long, value_parser = ["etcd3", "embedded"])]
+    pub storage_backend: Option<String>,
+    /// The embedded store's data directory.
+    #[arg(long, default_value = "/var/lib/fellowship/apiserver")]
+    pub data_dir: PathBuf,
+    /// How long events are kept.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub event_ttl: Duration,
+    /// Log verbosity, as kube components count it (0 info ... 4+ debug).
+    #[arg(long, short = 'v', default_value_t = 0)]
+    pub v: u8,
+}
+
+/// Durations as Kubernetes flags write them: `90s`, `5m`, `1h`, `1h30m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let mut total = 0f64;
+    let mut number = String::new();
+    let mut rest = s;
+    if s.is_empty() {
+        return Err("empty duration".into());
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        number.clear();
+        number.push_str(&rest[..digits]);
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit = &rest[..unit_len];
+        rest = &rest[unit_len..];
+        let n: f64 = number
+            .parse()
+            .map_err(|_| format!("invalid duration {s:?}"))?;
+        total += n * match unit {
+            "ms" => 0.001,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(format!("invalid duration {s:?}: unit {unit:?}")),
+        };
+    }
+    if total <= 0.0 {
+        return Err(format!("duration {s:?} must be positive"));
+    }
+    Ok(Duration::from_secs_f64(total))
+}
+
+impl Options {
+    pub fn store_config(&self) -> anyhow::Result<StoreConfig> {
+        let backend = self.storage_backend.clone().unwrap_or_else(|| {
+            if self.etcd_servers.is_empty() {
+                "embedded"
+            } else {
+                "etcd3"
+            }
+            .to_string()
+        });
+        Ok(match backend.as_str() {
+            "etcd3" => {
+                anyhow::ensure!(
+                    !self.etcd_servers.is_empty(),
+                    "--storage-backend=etcd3 needs --etcd-servers"
+                );
+                let mut c = EtcdConfig::new(self.etcd_servers.clone());
+                c.prefix = self.etcd_prefix.clone();
+                c.ca_file = self.etcd_cafile.clone();
+                c.cert_file = self.etcd_certfile.clone();
+                c.key_file = self.etcd_keyfile.clone();
+                StoreConfig::Etcd(c)
+            }
+            _ => StoreConfig::Embedded(EmbeddedConfig::durable(&self.data_dir)),
+        })
+    }
+
+    pub async fn open_store(&self) -> anyhow::Result<Arc<dyn Store>> {
+        fellowship_storage::open(self.store_config()?)
+            .await
+            .context("opening the store")
+    }
+
+    pub fn authenticator(&self) -> anyhow::Result<Authenticator> {
+        let mut auth = Authenticator::default();
+        if let Some(p) = &self.token_auth_file {
+            auth.load_tokens(p)?;
+        }
+        if let Some(p) = &self.basic_auth_file {
+            auth.load_passwords(p)?;
+        }
+        // spec §9.1: AlwaysAllow turns anonymous access off, so requests without
+        // credentials get 401.
+        auth.anonymous = self.anonymous_auth && self.authorization_mode != "AlwaysAllow";
+        Ok(auth)
+    }
+
+    pub fn tls(&self) -> TlsOptions {
+        TlsOptions {
+            cert_file: self.tls_cert_file.clone(),
+            key_file: self.tls_private_key_file.clone(),
+            cert_dir: self.cert_dir.clone(),
+            client_ca_file: self.client_ca_file.clone(),
+            hosts: vec![self.advertise_address.clone(), self.bind_address.clone()],
+        }
+    }
+
+    pub fn advertise(&self) -> String {
+        let host = if self.advertise_address.is_empty() {
+            if self.bind_address == "0.0.0.0" {
+                "127.0.0.1"
+            } else {
+                &self.bind_address
+            }
+        } else {
+            &self.advertise_address
+        };
+        format!("{host}:{}", self.secure_port)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("5x").is_err());
+    }
+
+    #[test]
+    fn unknown_flags_are_errors() {
+        let e = Options::try_parse_from(["federation-apiserver", "--no-such-flag"]).unwrap_err();
+        assert!(e.to_string().contains("--no-such-flag"), "{e}");
+    }
+}

@@ -1,0 +1,249 @@
+//! Responses: objects, lists and statuses as JSON, or as the server-side `Table` that
+//! `kubectl get` asks for.
+
+use axum::body::Body;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::Response;
+use fellowship_apimachinery::{ApiError, ResourceKind, meta};
+use serde_json::{Value, json};
+
+pub enum Reply {
+    Object {
+        status: StatusCode,
+        object: Value,
+    },
+    List {
+        list_kind: String,
+        api_version: String,
+        plural: &'static str,
+        metadata: Value,
+        items: Vec<Value>,
+    },
+    /// A document that is never shown as a table: a Status, a discovery document.
+    Json {
+        status: StatusCode,
+        body: Value,
+    },
+    /// A watch: newline-delimited JSON events.
+    Stream(Body),
+    /// Plain text: health checks, metrics.
+    Text(String),
+}
+
+impl Reply {
+    pub fn object(status: StatusCode, object: Value) -> Reply {
+        Reply::Object { status, object }
+    }
+
+    pub fn json(status: StatusCode, body: Value) -> Reply {
+        Reply::Json { status, body }
+    }
+
+    pub fn list(kind: &ResourceKind, metadata: Value, items: Vec<Value>) -> Reply {
+        Reply::List {
+            list_kind: format!("{}List", kind.kind),
+            api_version: kind.api_version(),
+            plural: kind.plural,
+            metadata,
+            items,
+        }
+    }
+
+    /// The HTTP response, as a `Table` when the client's `Accept` asks for one.
+    pub fn into_response(self, accept: &str) -> Response {
+        let table = accept.contains("as=Table");
+        match self {
+            Reply::Object { status, object } if table => {
+                let plural = plural_of(&object);
+                respond(status, to_table(plural, &[object], json!({})))
+            }
+            Reply::Object { status, object } => respond(status, object),
+            Reply::List {
+                plural,
+                metadata,
+                items,
+                ..
+            } if table => respond(StatusCode::OK, to_table(plural, &items, metadata)),
+            Reply::List {
+                list_kind,
+                api_version,
+                metadata,
+                items,
+                ..
+            } => respond(
+                StatusCode::OK,
+                json!({"kind": list_kind, "apiVersion": api_version, "metadata": metadata, "items": items}),
+            ),
+            Reply::Json { status, body } => respond(status, body),
+            Reply::Text(text) => {
+                let mut r = Response::new(Body::from(text));
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; charset=utf-8"),
+                );
+                r
+            }
+            Reply::Stream(body) => {
+                let mut r = Response::new(body);
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                r
+            }
+        }
+    }
+}
+
+pub fn error_response(e: &ApiError) -> Response {
+    let status = StatusCode::from_u16(e.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut r = respond(status, e.to_status());
+    if let Some(secs) = e.details.as_ref().and_then(|d| d.retry_after_seconds) {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    r
+}
+
+fn respond(status: StatusCode, body: Value) -> Response {
+    let mut r = Response::new(Body::from(
+        serde_json::to_vec(&body).expect("JSON values serialize"),
+    ));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// The plural used for table columns, from an object's kind.
+fn plural_of(object: &Value) -> &'static str {
+    match object.get("kind").and_then(Value::as_str) {
+        Some("Cluster") => "clusters",
+        Some("Namespace") => "namespaces",
+        _ => "",
+    }
+}
+
+/// A `meta.k8s.io/v1` Table of `items`, with the columns kubectl users know for the type.
+pub fn to_table(plural: &str, items: &[Value], metadata: Value) -> Value {
+    let mut columns = vec![column(
+        "Name",
+        "name",
+        "Name must be unique within a namespace.",
+    )];
+    if matches!(plural, "clusters" | "namespaces") {
+        columns.push(column("Status", "", "The status of the object."));
+    }
+    columns.push(column("Age", "", "The time since the object was created."));
+    let now = jiff::Timestamp::now();
+    let rows: Vec<Value> = items
+        .iter()
+        .map(|item| {
+            let mut cells = vec![json!(meta::name(item))];
+            match plural {
+                "clusters" => cells.push(json!(cluster_status(item))),
+                "namespaces" => cells.push(json!(
+                    item.pointer("/status/phase")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                )),
+                _ => {}
+            }
+            cells.push(json!(age(item, now)));
+            json!({
+                "cells": cells,
+                "object": {
+                    "kind": "PartialObjectMetadata",
+                    "apiVersion": "meta.k8s.io/v1",
+                    "metadata": item.get("metadata").cloned().unwrap_or(json!({})),
+                },
+            })
+        })
+        .collect();
+    json!({
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": metadata,
+        "columnDefinitions": columns,
+        "rows": rows,
+    })
+}
+
+fn column(name: &str, format: &str, description: &str) -> Value {
+    json!({"name": name, "type": "string", "format": format, "description": description, "priority": 0})
+}
+
+/// spec §1.2: each condition as its type if True, else `Not<Type>`, comma-joined;
+/// `Unknown` without conditions.
+pub fn cluster_status(cluster: &Value) -> String {
+    let conditions = cluster
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .filter(|c| !c.is_empty());
+    match conditions {
+        None => "Unknown".into(),
+        Some(conditions) => conditions
+            .iter()
+            .map(|c| {
+                let t = c.get("type").and_then(Value::as_str).unwrap_or("");
+                if c.get("status").and_then(Value::as_str) == Some("True") {
+                    t.to_string()
+                } else {
+                    format!("Not{t}")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(","),
+    }
+}
+
+fn age(item: &Value, now: jiff::Timestamp) -> String {
+    meta::meta_str(item, "creationTimestamp")
+        .parse::<jiff::Timestamp>()
+        .map(|t| human_duration((now.as_second() - t.as_second()).max(0) as u64))
+        .unwrap_or_else(|_| "<unknown>".into())
+}
+
+/// The short age kubectl prints (`5s`, `3m12s`, `4h`, `12d`).
+pub fn human_duration(secs: u64) -> String {
+    let (m, h, d) = (secs / 60, secs / 3600, secs / 86400);
+    match () {
+        _ if secs < 120 => format!("{secs}s"),
+        _ if m < 10 => format!("{m}m{}s", secs % 60),
+        _ if m < 180 => format!("{m}m"),
+        _ if h < 8 => format!("{h}h{}m", m % 60),
+        _ if h < 48 => format!("{h}h"),
+        _ if h < 192 => format!("{d}d{}h", h % 24),
+        _ if d < 730 => format!("{d}d"),
+        _ if d < 365 * 8 => format!("{}y{}d", d / 365, d % 365),
+        _ => format!("{}y", d / 365),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_status_column() {
+        assert_eq!(cluster_status(&json!({})), "Unknown");
+        let c = json!({"status": {"conditions": [
+            {"type": "Ready", "status": "False"}, {"type": "Offline", "status": "False"}]}});
+        assert_eq!(cluster_status(&c), "NotReady,NotOffline");
+        let c = json!({"status": {"conditions": [{"type": "Ready", "status": "True"}]}});
+        assert_eq!(cluster_status(&c), "Ready");
+    }
+
+    #[test]
+    fn ages() {
+        assert_eq!(human_duration(5), "5s");
+        assert_eq!(human_duration(200), "3m20s");
+        assert_eq!(human_duration(3600), "60m");
+        assert_eq!(human_duration(5 * 3600 + 120), "5h2m");
+        assert_eq!(human_duration(30 * 3600), "30h");
+        assert_eq!(human_duration(3 * 86400), "3d0h");
+        assert_eq!(human_duration(100 * 86400), "100d");
+    }
+}

@@ -1,0 +1,609 @@
+//! The generic REST verbs over any registered resource: get, list, watch, create, update,
+//! patch, delete and deletecollection, with Kubernetes semantics for resource versions,
+//! preconditions and finalizers.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::http::{HeaderMap, Method, StatusCode};
+use bytes::Bytes;
+use fellowship_apimachinery::selector::{FieldSelector, LabelSelector};
+use fellowship_apimachinery::status::success_status;
+use fellowship_apimachinery::validation::validate_metadata;
+use fellowship_apimachinery::{ApiError, ResourceKind, meta};
+use fellowship_storage::{Error as StoreError, KeyValue, ListOptions, Revision, Store};
+use serde_json::{Value, json};
+
+use crate::objects::{self, check_type, decode, encode, present};
+use crate::reply::Reply;
+use crate::validate;
+
+/// What a resource path names.
+pub struct Target {
+    pub kind: Arc<ResourceKind>,
+    pub namespace: String,
+    pub name: String,
+    pub subresource: Option<String>,
+}
+
+pub type Query = HashMap<String, String>;
+
+/// The REST layer over one store.
+pub struct Rest {
+    pub store: Arc<dyn Store>,
+    /// The namespaces resource, which NamespaceLifecycle admission reads.
+    pub namespaces: Arc<ResourceKind>,
+    /// How long events live (`--event-ttl`).
+    pub event_ttl: std::time::Duration,
+}
+
+impl Rest {
+    /// The time-to-live of an object of `kind`: events expire, nothing else does.
+    fn ttl(&self, kind: &ResourceKind) -> Option<std::time::Duration> {
+        (kind.group.is_empty() && kind.plural == "events").then_some(self.event_ttl)
+    }
+}
+
+fn store_error(e: StoreError, kind: &ResourceKind, name: &str) -> ApiError {
+    match e {
+        StoreError::NotFound { .. } => ApiError::not_found(kind.group_resource(), name),
+        StoreError::AlreadyExists { .. } => ApiError::already_exists(kind.group_resource(), name),
+        StoreError::Conflict { .. } => ApiError::modified(kind.group_resource(), name),
+        StoreError::TooOld { requested, .. } => {
+            ApiError::gone(format!("too old resource version: {requested}"))
+        }
+        StoreError::FutureRevision { requested, current } => ApiError::timeout(format!(
+            "Too large resource version: {requested}, current: {current}"
+        )),
+        StoreError::InvalidContinue(m) => {
+            ApiError::bad_request(format!("the provided continue parameter is invalid: {m}"))
+        }
+        StoreError::Unavailable(m) => ApiError::unavailable(m),
+        other => ApiError::internal(other.to_string()),
+    }
+}
+
+fn parse_rv(s: &str) -> Result<Revision, ApiError> {
+    s.parse()
+        .map_err(|_| ApiError::bad_request(format!("invalid resource version {s:?}")))
+}
+
+fn dry_run(query: &Query) -> Result<bool, ApiError> {
+    match query.get("dryRun").map(String::as_str) {
+        None | Some("") => Ok(false),
+        Some("All") => Ok(true),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "dryRun: unsupported value {other:?}: supported values: \"All\""
+        ))),
+    }
+}
+
+impl Rest {
+    pub async fn get(&self, t: &Target) -> Result<Reply, ApiError> {
+        let kv = self.read(t).await?;
+        Ok(Reply::object(StatusCode::OK, present(&kv, &t.kind)?))
+    }
+
+    async fn read(&self, t: &Target) -> Result<KeyValue, ApiError> {
+        let key = t.kind.key(&t.namespace, &t.name);
+        self.store
+            .get(&key)
+            .await
+            .map_err(|e| store_error(e, &t.kind, &t.name))?
+            .ok_or_else(|| ApiError::not_found(t.kind.group_resource(), &t.name))
+    }
+
+    pub async fn list(&self, t: &Target, query: &Query) -> Result<Reply, ApiError> {
+        let kind = &t.kind;
+        let (labels, fields) = selectors(kind, query)?;
+        let limit: usize = match query.get("limit").map(String::as_str) {
+            None | Some("") => 0,
+            Some(l) => l
+                .parse()
+                .map_err(|_| ApiError::bad_request(format!("invalid limit {l:?}")))?,
+        };
+        let continue_token = query.get("continue").filter(|c| !c.is_empty()).cloned();
+        let rv = query
+            .get("resourceVersion")
+            .map(String::as_str)
+            .unwrap_or("");
+        let rv_match = query
+            .get("resourceVersionMatch")
+            .map(String::as_str)
+            .unwrap_or("");
+        if continue_token.is_some() && !rv.is_empty() && rv != "0" {
+            return Err(ApiError::bad_request(
+                "specifying resource version is not allowed when using continue",
+            ));
+        }
+        let revision = match (rv, rv_match) {
+            ("", "") | ("0", "") | ("0", "NotOlderThan") => None,
+            ("", m) => {
+                return Err(ApiError::bad_request(format!(
+                    "resourceVersionMatch: {m:?} is forbidden unless resourceVersion is provided"
+                )));
+            }
+            (v, "Exact") => Some(parse_rv(v)?),
+            (v, "NotOlderThan") | (v, "") => {
+                let wanted = parse_rv(v)?;
+                let current = self
+                    .store
+                    .current_revision()
+                    .await
+                    .map_err(|e| store_error(e, kind, ""))?;
+                if wanted > current {
+                    return Err(ApiError::timeout(format!(
+                        "Too large resource version: {wanted}, current: {current}"
+                    )));
+                }
+                None
+            }
+            (_, m) => {
+                return Err(ApiError::bad_request(format!(
+                    "resourceVersionMatch: unsupported value {m:?}: supported values: \"Exact\", \"NotOlderThan\""
+                )));
+            }
+        };
+        let prefix = kind.key(&t.namespace, "");
+        let mut options = ListOptions {
+            revision,
+            limit: (limit > 0).then_some(limit),
+            continue_token,
+        };
+        let mut items = Vec::new();
+        // Selectors filter after the store's page: read on until the page is full.
+        let (revision, next, remaining) = loop {
+            let page = self
+                .store
+                .list(&prefix, options.clone())
+                .await
+                .map_err(|e| store_error(e, kind, ""))?;
+            for kv in &page.items {
+                let object = present(kv, kind)?;
+                if labels.matches(meta::labels(&object)) && fields.matches(&object) {
+                    items.push(object);
+                }
+            }
+            let filtered = !labels.is_empty() || !fields.is_empty();
+            match page.continue_token {
+                Some(token) if limit > 0 && items.len() < limit => {
+                    options.continue_token = Some(token);
+                    options.revision = None;
+                }
+                next => {
+                    let remaining = if filtered { None } else { page.remaining };
+                    break (page.revision, next, remaining);
+                }
+            }
+        };
+        let mut metadata = json!({"resourceVersion": revision.to_string()});
+        if let Some(next) = next {
+            metadata["continue"] = json!(next);
+            if let Some(r) = remaining.filter(|r| *r > 0) {
+                metadata["remainingItemCount"] = json!(r);
+            }
+        }
+        Ok(Reply::list(kind, metadata, items))
+    }
+
+    pub async fn create(&self, t: &Target, query: &Query, body: &[u8]) -> Result<Reply, ApiError> {
+        let kind = &t.kind;
+        let mut object = decode(body)?;
+        check_type(&mut object, kind)?;
+        let m = meta::metadata_mut(&mut object);
+        if kind.namespaced() {
+            match m.get("namespace").and_then(Value::as_str) {
+                Some(ns) if !ns.is_empty() && ns != t.namespace => {
+                    return Err(ApiError::bad_request(
+                        "the namespace of the provided object does not match the namespace sent on the request",
+                    ));
+                }
+                _ => {
+                    m.insert("namespace".into(), json!(t.namespace));
+                }
+            }
+        }
+        if m.get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .is_empty()
+            && let Some(prefix) = m.get("generateName").and_then(Value::as_str)
+        {
+            let generated = meta::generated_name(prefix);
+            m.insert("name".into(), json!(generated));
+        }
+        for field in [
+            "resourceVersion",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+        ] {
+            m.remove(field);
+        }
+        m.insert("uid".into(), json!(meta::new_uid()));
+        m.insert("creationTimestamp".into(), json!(meta::now()));
+        if objects::has_generation(&object) {
+            meta::metadata_mut(&mut object).insert("generation".into(), json!(1));
+        }
+        validate::prepare_create(kind, &mut object);
+        let name = meta::name(&object).to_string();
+        validate_object(kind, &object)?;
+        if kind.namespaced() {
+            self.namespace_accepts_creates(&t.namespace).await?;
+        }
+        if dry_run(query)? {
+            return Ok(Reply::object(StatusCode::CREATED, object));
+        }
+        let key = kind.key(&t.namespace, &name);
+        let kv = self
+            .store
+            .create(&key, encode(&object), self.ttl(kind))
+            .await
+            .map_err(|e| store_error(e, kind, &name))?;
+        Ok(Reply::object(StatusCode::CREATED, present(&kv, kind)?))
+    }
+
+    /// NamespaceLifecycle admission: no creates in a missing or terminating namespace.
+    async fn namespace_accepts_creates(&self, namespace: &str) -> Result<(), ApiError> {
+        let ns = &self.namespaces;
+        let kv = self
+            .store
+            .get(&ns.key("", namespace))
+            .await
+            .map_err(|e| store_error(e, ns, namespace))?
+            .ok_or_else(|| ApiError::not_found(ns.group_resource(), namespace))?;
+        let object = present(&kv, ns)?;
+        if object.pointer("/status/phase").and_then(Value::as_str) == Some("Terminating") {
+            return Err(ApiError::forbidden(format!(
+                "unable to create new content in namespace {namespace} because it is being terminated"
+            )));
+        }
+        Ok(())
+    }
+
+    pub async fn update(&self, t: &Target, query: &Query, body: &[u8]) -> Result<Reply, ApiError> {
+        let mut object = decode(body)?;
+        check_type(&mut object, &t.kind)?;
+        let body_name = meta::name(&object);
+        if body_name != t.name {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({})",
+                t.name
+            )));
+        }
+        if t.kind.namespaced()
+            && !meta::namespace(&object).is_empty()
+            && meta::namespace(&object) != t.namespace
+        {
+            return Err(ApiError::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request",
+            ));
+        }
+        let precondition = meta::meta_str(&object, "resourceVersion").to_string();
+        self.write(t, query, precondition, |_| Ok(object.clone()))
+            .await
+    }
+
+    pub async fn patch(
+        &self,
+        t: &Target,
+        query: &Query,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<Reply, ApiError> {
+        let content_type = headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_string();
+        if body.len() > objects::MAX_BODY {
+            return Err(ApiError::too_large(
+                "the patch is larger than the request limit",
+            ));
+        }
+        let patch: Value = serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("the patch is not valid JSON: {e}")))?;
+        let apply = move |current: &Value| -> Result<Value, ApiError> {
+            let mut patched = current.clone();
+            match content_type.as_str() {
+                "application/merge-patch+json" => json_patch::merge(&mut patched, &patch),
+                "application/json-patch+json" => {
+                    let ops: json_patch::Patch = serde_json::from_value(patch.clone())
+                        .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
+                    json_patch::patch(&mut patched, &ops).map_err(|e| {
+                        ApiError::unsupported_media_type(format!("the JSON patch failed: {e}"))
+                    })?;
+                }
+                other => {
+                    return Err(ApiError::unsupported_media_type(format!(
+                        "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json (got {other:?})"
+                    )));
+                }
+            }
+            Ok(patched)
+        };
+        self.write(t, query, String::new(), apply).await
+    }
+
+    /// Read-modify-write of one object: `change` turns the current object into the new one.
+    /// With a `precondition` (the client's resourceVersion) a stale write is a 409; without, a
+    /// race with another writer is retried on the fresh object.
+    async fn write(
+        &self,
+        t: &Target,
+        query: &Query,
+        precondition: String,
+        change: impl Fn(&Value) -> Result<Value, ApiError>,
+    ) -> Result<Reply, ApiError> {
+        let kind = &t.kind;
+        loop {
+            let kv = self.read(t).await?;
+            let current = present(&kv, kind)?;
+            if !precondition.is_empty() && precondition != kv.mod_revision.to_string() {
+                return Err(ApiError::modified(kind.group_resource(), &t.name));
+            }
+            let mut object = change(&current)?;
+            if !object.is_object() {
+                return Err(ApiError::bad_request("the result must be a JSON object"));
+            }
+            check_type(&mut object, kind)?;
+            merge_server_fields(kind, t.subresource.as_deref(), &current, &mut object)?;
+            validate_object(kind, &object)?;
+            if dry_run(query)? {
+                return Ok(Reply::object(StatusCode::OK, object));
+            }
+            let key = kind.key(&t.namespace, &t.name);
+            let finalized = object.pointer("/metadata/deletionTimestamp").is_some()
+                && meta::finalizers(&object).is_empty();
+            let result = if finalized {
+                // The last finalizer is gone from an object being deleted: it goes now.
+                self.store
+                    .delete(&key, Some(kv.mod_revision))
+                    .await
+                    .map(|_| None)
+            } else {
+                self.store
+                    .update(&key, encode(&object), kv.mod_revision, self.ttl(kind))
+                    .await
+                    .map(Some)
+            };
+            match result {
+                Ok(Some(kv)) => return Ok(Reply::object(StatusCode::OK, present(&kv, kind)?)),
+                Ok(None) => return Ok(Reply::object(StatusCode::OK, object)),
+                Err(StoreError::Conflict { .. }) if precondition.is_empty() => continue,
+                Err(e) => return Err(store_error(e, kind, &t.name)),
+            }
+        }
+    }
+
+    pub async fn delete(&self, t: &Target, query: &Query, body: &[u8]) -> Result<Reply, ApiError> {
+        let kind = &t.kind;
+        let options: Value = if body.is_empty() {
+            json!({})
+        } else {
+            decode(body)?
+        };
+        let dry = dry_run(query)?
+            || options
+                .get("dryRun")
+                .and_then(Value::as_array)
+                .is_some_and(|a| a.iter().any(|v| v == "All"));
+        loop {
+            let kv = self.read(t).await?;
+            let current = present(&kv, kind)?;
+            if let Some(pre) = options.get("preconditions") {
+                let uid = meta::meta_str(&current, "uid");
+                if let Some(want) = pre.get("uid").and_then(Value::as_str)
+                    && want != uid
+                {
+                    return Err(ApiError::conflict(
+                        kind.group_resource(),
+                        &t.name,
+                        format!(
+                            "Precondition failed: UID in precondition: {want}, UID in object meta: {uid}"
+                        ),
+                    ));
+                }
+                if let Some(want) = pre.get("resourceVersion").and_then(Value::as_str)
+                    && want != kv.mod_revision.to_string()
+                {
+                    return Err(ApiError::conflict(
+                        kind.group_resource(),
+                        &t.name,
+                        format!(
+                            "Precondition failed: ResourceVersion in precondition: {want}, ResourceVersion in object meta: {}",
+                            kv.mod_revision
+                        ),
+                    ));
+                }
+            }
+            let key = kind.key(&t.namespace, &t.name);
+            if !meta::finalizers(&current).is_empty() {
+                // Finalizers hold the object: mark it deleted and leave it to them.
+                if current.pointer("/metadata/deletionTimestamp").is_some() || dry {
+                    return Ok(Reply::object(StatusCode::OK, current));
+                }
+                let mut object = current.clone();
+                let m = meta::metadata_mut(&mut object);
+                m.insert("deletionTimestamp".into(), json!(meta::now()));
+                m.insert("deletionGracePeriodSeconds".into(), json!(0));
+                match self
+                    .store
+                    .update(&key, encode(&object), kv.mod_revision, None)
+                    .await
+                {
+                    Ok(kv) => return Ok(Reply::object(StatusCode::OK, present(&kv, kind)?)),
+                    Err(StoreError::Conflict { .. }) => continue,
+                    Err(e) => return Err(store_error(e, kind, &t.name)),
+                }
+            }
+            if dry {
+                return Ok(Reply::object(StatusCode::OK, current));
+            }
+            match self.store.delete(&key, Some(kv.mod_revision)).await {
+                Ok(_) => {
+                    let details = json!({
+                        "name": t.name,
+                        "group": kind.group,
+                        "kind": kind.plural,
+                        "uid": meta::meta_str(&current, "uid"),
+                    });
+                    return Ok(Reply::json(StatusCode::OK, success_status(Some(details))));
+                }
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(store_error(e, kind, &t.name)),
+            }
+        }
+    }
+
+    pub async fn delete_collection(
+        &self,
+        t: &Target,
+        query: &Query,
+        body: &[u8],
+    ) -> Result<Reply, ApiError> {
+        let Reply::List { items, .. } = self.list(t, query).await? else {
+            return Err(ApiError::internal("list returned no list"));
+        };
+        for item in &items {
+            let target = Target {
+                kind: t.kind.clone(),
+                namespace: meta::namespace(item).to_string(),
+                name: meta::name(item).to_string(),
+                subresource: None,
+            };
+            match self.delete(&target, query, body).await {
+                Ok(_) => {}
+                Err(e) if e.code == 404 => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Reply::list(&t.kind, json!({}), items))
+    }
+
+    /// Dispatches a request on a resource path.
+    pub async fn serve(
+        &self,
+        method: &Method,
+        t: &Target,
+        query: &Query,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> Result<Reply, ApiError> {
+        let watching = matches!(query.get("watch").map(String::as_str), Some("true" | "1"));
+        match (method, t.name.is_empty()) {
+            (&Method::GET, true) if watching => crate::watch::watch(self, t, query, headers).await,
+            (&Method::GET, true) => self.list(t, query).await,
+            (&Method::POST, true) => self.create(t, query, &body).await,
+            (&Method::DELETE, true) => self.delete_collection(t, query, &body).await,
+            (&Method::GET, false) => self.get(t).await,
+            (&Method::PUT, false) => self.update(t, query, &body).await,
+            (&Method::PATCH, false) => self.patch(t, query, headers, &body).await,
+            (&Method::DELETE, false) if t.subresource.is_none() => {
+                self.delete(t, query, &body).await
+            }
+            (m, _) => Err(ApiError::method_not_allowed(format!(
+                "{m} is not supported on this path"
+            ))),
+        }
+    }
+}
+
+pub fn selectors(
+    kind: &ResourceKind,
+    query: &Query,
+) -> Result<(LabelSelector, FieldSelector), ApiError> {
+    let labels = LabelSelector::parse(query.get("labelSelector").map_or("", String::as_str))
+        .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?;
+    let mut supported = vec!["metadata.name", "metadata.namespace"];
+    supported.extend(kind.fields);
+    let fields = FieldSelector::parse(
+        query.get("fieldSelector").map_or("", String::as_str),
+        &supported,
+    )
+    .map_err(ApiError::bad_request)?;
+    Ok((labels, fields))
+}
+
+fn validate_object(kind: &ResourceKind, object: &Value) -> Result<(), ApiError> {
+    let name = meta::name(object);
+    let mut causes = validate_metadata(
+        object.get("metadata").unwrap_or(&Value::Null),
+        kind.name_rule,
+        kind.namespaced(),
+    );
+    causes.extend(validate::kind_causes(kind, object));
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(kind.kind, kind.group, name, causes))
+    }
+}
+
+/// Keeps what the server owns across an update: identity and creation metadata, the status
+/// on a main-resource write (the spec on a status write) where the type has a status
+/// subresource, and `generation`, bumped when the spec changes.
+fn merge_server_fields(
+    kind: &ResourceKind,
+    subresource: Option<&str>,
+    current: &Value,
+    object: &mut Value,
+) -> Result<(), ApiError> {
+    if subresource == Some("status") {
+        let status = object.get("status").cloned();
+        let mut next = current.clone();
+        match status {
+            Some(s) => next["status"] = s,
+            None => {
+                next.as_object_mut().map(|o| o.remove("status"));
+            }
+        }
+        *object = next;
+    } else if subresource.is_some() {
+        return Err(ApiError::method_not_allowed(format!(
+            "the {} subresource cannot be written yet",
+            subresource.unwrap_or_default()
+        )));
+    } else if kind.subresources.contains(&"status") {
+        match current.get("status") {
+            Some(s) => object["status"] = s.clone(),
+            None => {
+                object.as_object_mut().map(|o| o.remove("status"));
+            }
+        }
+    }
+    let m = meta::metadata_mut(object);
+    for field in [
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "namespace",
+        "name",
+    ] {
+        match current.get("metadata").and_then(|cm| cm.get(field)) {
+            Some(v) => {
+                m.insert(field.into(), v.clone());
+            }
+            None => {
+                m.remove(field);
+            }
+        }
+    }
+    if objects::has_generation(current) || objects::has_generation(object) {
+        let generation = current
+            .pointer("/metadata/generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(1);
+        let bumped = if objects::spec_of(current) != objects::spec_of(object) {
+            generation + 1
+        } else {
+            generation
+        };
+        meta::metadata_mut(object).insert("generation".into(), json!(bumped));
+    }
+    Ok(())
+}

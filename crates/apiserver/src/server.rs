@@ -1,0 +1,265 @@
+//! The HTTPS server: TLS with optional client certificates, authentication, routing of
+//! discovery and resource paths, health and metrics endpoints.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{HeaderValue, Request, StatusCode, header};
+use axum::response::Response;
+use fellowship_apimachinery::ApiError;
+use fellowship_storage::Store;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use crate::auth::{Authenticator, User, user_from_certificate};
+use crate::discovery;
+use crate::objects::MAX_BODY;
+use crate::registry::Registry;
+use crate::reply::{Reply, error_response};
+use crate::rest::{Query, Rest, Target};
+
+/// Everything a request needs.
+pub struct App {
+    pub registry: Registry,
+    pub rest: Rest,
+    pub auth: Authenticator,
+    /// The address `/api` advertises to clients.
+    pub advertise: String,
+    requests: AtomicU64,
+    errors: AtomicU64,
+}
+
+impl App {
+    pub fn new(
+        registry: Registry,
+        store: Arc<dyn Store>,
+        auth: Authenticator,
+        advertise: String,
+    ) -> anyhow::Result<App> {
+        let namespaces = registry
+            .get("", "v1", "namespaces")
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("the registry must serve namespaces"))?;
+        Ok(App {
+            registry,
+            rest: Rest {
+                store,
+                namespaces,
+                event_ttl: Duration::from_secs(3600),
+            },
+            auth,
+            advertise,
+            requests: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+        })
+    }
+
+    /// Creates the `default` namespace (and others given) if missing.
+    pub async fn ensure_namespaces(&self, names: &[&str]) -> anyhow::Result<()> {
+        for name in names {
+            let t = Target {
+                kind: self.rest.namespaces.clone(),
+                namespace: String::new(),
+                name: String::new(),
+                subresource: None,
+            };
+            let body = serde_json::to_vec(&json!({"metadata": {"name": name}}))?;
+            match self.rest.create(&t, &Query::new(), &body).await {
+                Ok(_) => {}
+                Err(e) if e.code == 409 => {}
+                Err(e) => anyhow::bail!("creating namespace {name}: {e}"),
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn handle(&self, req: Request<Body>, cert_user: Option<&User>) -> Response {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let accept = req
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let result = match self.auth.authenticate(req.headers(), cert_user) {
+            Ok(_user) => self.route(req).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(reply) => reply.into_response(&accept),
+            Err(e) => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                error_response(&e)
+            }
+        }
+    }
+
+    async fn route(&self, req: Request<Body>) -> Result<Reply, ApiError> {
+        let path = req.uri().path().trim_end_matches('/').to_string();
+        let query: Query = req
+            .uri()
+            .query()
+            .map(|q| {
+                axum::extract::Query::<HashMap<String, String>>::try_from_uri(req.uri())
+                    .map(|axum::extract::Query(q)| q)
+                    .map_err(|e| ApiError::bad_request(format!("invalid query {q:?}: {e}")))
+            })
+            .transpose()?
+            .unwrap_or_default();
+        let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        let ok = |body| Ok(Reply::json(StatusCode::OK, body));
+        match segments.as_slice() {
+            ["healthz" | "livez" | "readyz", ..] => return Ok(Reply::Text("ok".into())),
+            ["version"] => return ok(discovery::version()),
+            ["metrics"] => return Ok(Reply::Text(self.metrics())),
+            ["api"] => return ok(discovery::core_versions(&self.advertise)),
+            ["apis"] => return ok(discovery::groups(&self.registry)),
+            ["api", "v1"] => {
+                return ok(discovery::resources(&self.registry, "", "v1")
+                    .ok_or_else(ApiError::no_route)?);
+            }
+            ["apis", g] => {
+                return ok(discovery::group(&self.registry, g).ok_or_else(ApiError::no_route)?);
+            }
+            ["apis", g, v] => {
+                return ok(
+                    discovery::resources(&self.registry, g, v).ok_or_else(ApiError::no_route)?
+                );
+            }
+            _ => {}
+        }
+        let (group, version, rest) = match segments.as_slice() {
+            ["api", v, rest @ ..] => ("", *v, rest),
+            ["apis", g, v, rest @ ..] => (*g, *v, rest),
+            _ => return Err(ApiError::no_route()),
+        };
+        let target = self.target(group, version, rest)?;
+        let content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if content_type.starts_with("application/vnd.kubernetes.protobuf")
+            || content_type.starts_with("application/cbor")
+        {
+            // Clients (kubectl's typed requests) fall back to JSON on 415.
+            return Err(ApiError::unsupported_media_type(format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {content_type:?})"
+            )));
+        }
+        let method = req.method().clone();
+        let headers = req.headers().clone();
+        let body = axum::body::to_bytes(req.into_body(), MAX_BODY)
+            .await
+            .map_err(|_| {
+                ApiError::too_large(format!("the request body is larger than {MAX_BODY} bytes"))
+            })?;
+        self.rest
+            .serve(&method, &target, &query, &headers, body)
+            .await
+    }
+
+    /// Resolves the path after `/api/v1` or `/apis/{group}/{version}`.
+    fn target(&self, group: &str, version: &str, rest: &[&str]) -> Result<Target, ApiError> {
+        let find = |plural: &str| self.registry.get(group, version, plural).cloned();
+        let target = |kind, namespace: &str, name: &str, sub: Option<&&str>| Target {
+            kind,
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            subresource: sub.map(|s| s.to_string()),
+        };
+        let t = match rest {
+            ["namespaces", ns, plural, tail @ ..]
+                if find(plural).is_some_and(|k| k.namespaced()) =>
+            {
+                let kind = find(plural).expect("checked");
+                match tail {
+                    [] => target(kind, ns, "", None),
+                    [name] => target(kind, ns, name, None),
+                    [name, sub] if kind.subresources.contains(sub) => {
+                        target(kind, ns, name, Some(sub))
+                    }
+                    _ => return Err(ApiError::no_route()),
+                }
+            }
+            [plural, tail @ ..] => {
+                let kind = find(plural).ok_or_else(ApiError::no_route)?;
+                match tail {
+                    [] => target(kind, "", "", None),
+                    [name] if !kind.namespaced() => target(kind, "", name, None),
+                    [name, sub] if !kind.namespaced() && kind.subresources.contains(sub) => {
+                        target(kind, "", name, Some(sub))
+                    }
+                    _ => return Err(ApiError::no_route()),
+                }
+            }
+            [] => return Err(ApiError::no_route()),
+        };
+        Ok(t)
+    }
+
+    /// Prometheus text exposition of the server's counters.
+    pub fn metrics(&self) -> String {
+        format!(
+            "# HELP apiserver_request_total Requests served.\n# TYPE apiserver_request_total counter\napiserver_request_total {}\n# HELP apiserver_request_errors_total Requests answered with an error.\n# TYPE apiserver_request_errors_total counter\napiserver_request_errors_total {}\n",
+            self.requests.load(Ordering::Relaxed),
+            self.errors.load(Ordering::Relaxed)
+        )
+    }
+}
+
+/// Serves HTTPS on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, app: Arc<App>) {
+    let acceptor = TlsAcceptor::from(tls);
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let (acceptor, app) = (acceptor.clone(), app.clone());
+        tokio::spawn(async move {
+            let tls =
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+            let cert_user: Option<Arc<User>> = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(|c| user_from_certificate(c))
+                .map(Arc::new);
+            let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let (app, cert_user) = (app.clone(), cert_user.clone());
+                async move {
+                    let req = req.map(Body::new);
+                    let mut resp = app.handle(req, cert_user.as_deref()).await;
+                    resp.headers_mut().insert(
+                        "cache-control",
+                        HeaderValue::from_static("no-cache, private"),
+                    );
+                    Ok::<_, std::convert::Infallible>(resp)
+                }
+            });
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            if let Err(e) = builder.serve_connection(TokioIo::new(tls), service).await {
+                tracing::debug!(%peer, error = %e, "connection ended");
+            }
+        });
+    }
+}

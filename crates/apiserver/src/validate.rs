@@ -1,0 +1,66 @@
+//! Per-type strategy: what the server sets on create and what it validates beyond metadata.
+
+use fellowship_apimachinery::{Cause, ResourceKind};
+use serde_json::{Value, json};
+
+/// Type-specific changes on create.
+pub fn prepare_create(kind: &ResourceKind, object: &mut Value) {
+    match (kind.group, kind.plural) {
+        ("", "namespaces") => {
+            object["status"] = json!({"phase": "Active"});
+            if object.pointer("/spec/finalizers").is_none() {
+                object["spec"] = json!({"finalizers": ["kubernetes"]});
+            }
+        }
+        // A new cluster has no known state: the cluster controller writes it (spec §1).
+        ("federation", "clusters") => {
+            object.as_object_mut().map(|o| o.remove("status"));
+        }
+        _ => {}
+    }
+}
+
+/// Type-specific validation causes.
+pub fn kind_causes(kind: &ResourceKind, object: &Value) -> Vec<Cause> {
+    match (kind.group, kind.plural) {
+        ("federation", "clusters") => cluster_causes(object),
+        _ => Vec::new(),
+    }
+}
+
+/// spec §1: `serverAddressByClientCIDRs` is required and each non-empty `clientCIDR` parses.
+fn cluster_causes(object: &Value) -> Vec<Cause> {
+    let field = "spec.serverAddressByClientCIDRs";
+    let entries = object
+        .pointer("/spec/serverAddressByClientCIDRs")
+        .and_then(Value::as_array);
+    let Some(entries) = entries.filter(|e| !e.is_empty()) else {
+        return vec![Cause::required(field)];
+    };
+    let mut causes = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        let cidr = e.get("clientCIDR").and_then(Value::as_str).unwrap_or("");
+        if !cidr.is_empty() && !is_cidr(cidr) {
+            causes.push(Cause::invalid(
+                format!("{field}[{i}].clientCIDR"),
+                cidr,
+                "must be a valid CIDR",
+            ));
+        }
+    }
+    causes
+}
+
+fn is_cidr(s: &str) -> bool {
+    let Some((ip, bits)) = s.split_once('/') else {
+        return false;
+    };
+    let Ok(bits) = bits.parse::<u8>() else {
+        return false;
+    };
+    match ip.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(_)) => bits <= 32,
+        Ok(std::net::IpAddr::V6(_)) => bits <= 128,
+        Err(_) => false,
+    }
+}
