@@ -220,3 +220,41 @@ impl Watcher {
         Some((Err(err), self))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{EventKind, KeyValue};
+
+    fn event(key: &str, revision: Revision) -> Event {
+        Event {
+            kind: EventKind::Deleted,
+            kv: KeyValue {
+                key: key.into(),
+                value: Default::default(),
+                create_revision: 1,
+                mod_revision: revision,
+            },
+            prev: None,
+        }
+    }
+
+    /// etcd deletes all keys of an expired lease in one transaction: one revision, several
+    /// events. A watcher must get each of them.
+    #[tokio::test]
+    async fn events_sharing_a_revision_all_arrive() {
+        let hub = Hub::new(1, 1, VecDeque::new(), 100, 16);
+        let mut w = hub.subscribe("/e/", 1).unwrap();
+        hub.publish(vec![event("/e/a", 5), event("/e/b", 5)], 5, None, || ());
+        hub.publish(vec![event("/e/c", 6)], 6, None, || ());
+        let mut keys = Vec::new();
+        for _ in 0..3 {
+            keys.push(w.next().await.unwrap().unwrap().kv.key.to_string());
+        }
+        assert_eq!(keys, ["/e/a", "/e/b", "/e/c"]);
+        // A watcher subscribing after the batch replays it from the history, whole.
+        let mut late = hub.subscribe("/e/", 4).unwrap();
+        assert_eq!(&*late.next().await.unwrap().unwrap().kv.key, "/e/a");
+        assert_eq!(&*late.next().await.unwrap().unwrap().kv.key, "/e/b");
+    }
+}
