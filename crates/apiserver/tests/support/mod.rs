@@ -108,13 +108,12 @@ impl Server {
     /// Runs kubectl (`version`: "" for the one on PATH, or "1.27" ... "1.33") with the
     /// token context unless `args` name another.
     pub fn kubectl(&self, version: &str, args: &[&str]) -> Output {
-        let out = Command::new(kubectl_binary(version))
+        Command::new(kubectl_binary(version))
             .arg(format!("--kubeconfig={}", self.kubeconfig.display()))
             .args(args)
             .stdin(Stdio::null())
             .output()
-            .expect("run kubectl");
-        out
+            .expect("run kubectl")
     }
 
     /// kubectl that must succeed; returns its stdout.
