@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod discovery;
+pub mod namespaces;
 pub mod objects;
 pub mod options;
 pub mod registry;

@@ -122,6 +122,11 @@ impl Registry {
             .collect()
     }
 
+    /// Every served resource.
+    pub fn all(&self) -> impl Iterator<Item = &Arc<ResourceKind>> {
+        self.by_path.values()
+    }
+
     /// Named API groups (not the core group) with their versions, preferred first.
     pub fn groups(&self) -> impl Iterator<Item = (&str, &[String])> {
         self.groups

@@ -357,7 +357,8 @@ impl Rest {
             }
             let key = kind.key(&t.namespace, &t.name);
             let finalized = object.pointer("/metadata/deletionTimestamp").is_some()
-                && meta::finalizers(&object).is_empty();
+                && meta::finalizers(&object).is_empty()
+                && !namespace_finalizers(kind, &object);
             let result = if finalized {
                 // The last finalizer is gone from an object being deleted: it goes now.
                 self.store
@@ -421,8 +422,9 @@ impl Rest {
                 }
             }
             let key = kind.key(&t.namespace, &t.name);
-            if !meta::finalizers(&current).is_empty() {
-                // Finalizers hold the object: mark it deleted and leave it to them.
+            if !meta::finalizers(&current).is_empty() || namespace_finalizers(kind, &current) {
+                // Finalizers hold the object: mark it deleted and leave it to them. A
+                // namespace turns Terminating; the namespace finalizer empties it.
                 if current.pointer("/metadata/deletionTimestamp").is_some() || dry {
                     return Ok(Reply::object(StatusCode::OK, current));
                 }
@@ -430,6 +432,9 @@ impl Rest {
                 let m = meta::metadata_mut(&mut object);
                 m.insert("deletionTimestamp".into(), json!(meta::now()));
                 m.insert("deletionGracePeriodSeconds".into(), json!(0));
+                if is_namespaces(kind) {
+                    object["status"] = json!({"phase": "Terminating"});
+                }
                 match self
                     .store
                     .update(&key, encode(&object), kv.mod_revision, None)
@@ -512,6 +517,19 @@ impl Rest {
     }
 }
 
+fn is_namespaces(kind: &ResourceKind) -> bool {
+    kind.group.is_empty() && kind.plural == "namespaces"
+}
+
+/// Whether a namespace still has `spec.finalizers` (the namespace finalizer's own).
+fn namespace_finalizers(kind: &ResourceKind, object: &Value) -> bool {
+    is_namespaces(kind)
+        && object
+            .pointer("/spec/finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|f| !f.is_empty())
+}
+
 pub fn selectors(
     kind: &ResourceKind,
     query: &Query,
@@ -561,6 +579,15 @@ fn merge_server_fields(
                 next.as_object_mut().map(|o| o.remove("status"));
             }
         }
+        *object = next;
+    } else if subresource == Some("finalize") && is_namespaces(kind) {
+        // Only spec.finalizers changes through /finalize.
+        let finalizers = object
+            .pointer("/spec/finalizers")
+            .cloned()
+            .unwrap_or(json!([]));
+        let mut next = current.clone();
+        next["spec"]["finalizers"] = finalizers;
         *object = next;
     } else if subresource.is_some() {
         return Err(ApiError::method_not_allowed(format!(

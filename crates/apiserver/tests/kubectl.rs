@@ -153,6 +153,22 @@ fn namespaces_and_configmaps(backend: Backend) {
         ],
     );
     assert!(err.contains("namespaces \"nowhere\" not found"), "{err}");
+
+    // Deleting a namespace empties it, then removes it.
+    s.ok(
+        "",
+        &[
+            "delete",
+            "namespace",
+            "prod",
+            "--wait=true",
+            "--timeout=60s",
+        ],
+    );
+    let err = s.fails("", &["get", "namespace", "prod"]);
+    assert!(err.contains("NotFound"), "{err}");
+    assert_eq!(s.ok("", &["-n", "prod", "get", "cm", "-o", "name"]), "");
+    assert!(s.ok("", &["get", "namespaces"]).contains("staging"));
 }
 
 const CLUSTER: &str = r#"apiVersion: federation/v1beta1

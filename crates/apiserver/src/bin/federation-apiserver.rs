@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use clap::Parser;
-use fellowship_apiserver::{App, Options, registry, server, tls};
+use fellowship_apiserver::{App, Options, namespaces, registry, server, tls};
 
 #[tokio::main]
 async fn main() {
@@ -44,8 +44,10 @@ async fn run(options: Options) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("listening on {addr}: {e}"))?;
     tracing::info!(%addr, ready_in = ?started.elapsed(), "serving");
+    let app = Arc::new(app);
+    tokio::spawn(namespaces::run(app.clone()));
     tokio::select! {
-        _ = server::serve(listener, tls, Arc::new(app)) => Ok(()),
+        _ = server::serve(listener, tls, app) => Ok(()),
         _ = tokio::signal::ctrl_c() => {
             tracing::info!("shutting down");
             Ok(())
