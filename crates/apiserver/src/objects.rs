@@ -2,20 +2,25 @@
 //! the server owns, and presenting stored objects at the version a request asked for.
 
 use bytes::Bytes;
-use fellowship_apimachinery::{ApiError, ResourceKind, meta};
+use fellowship_apimachinery::{ApiError, ResourceKind, meta, protobuf};
 use fellowship_storage::KeyValue;
 use serde_json::{Map, Value};
 
 /// The largest request body accepted, as kube-apiserver's limit.
 pub const MAX_BODY: usize = 3 * 1024 * 1024;
 
-/// Decodes a request body: a JSON object.
+/// Decodes a request body: a JSON object, or the Kubernetes protobuf encoding that kubectl
+/// 1.32+ uses for typed objects.
 pub fn decode(body: &[u8]) -> Result<Value, ApiError> {
     if body.len() > MAX_BODY {
         return Err(ApiError::too_large(format!(
             "the request body is {} bytes, more than the limit of {MAX_BODY}",
             body.len()
         )));
+    }
+    if body.starts_with(b"k8s\0") {
+        return protobuf::decode_object(body)
+            .map_err(|e| ApiError::bad_request(format!("the protobuf body is invalid: {e}")));
     }
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?;

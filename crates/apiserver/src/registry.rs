@@ -38,7 +38,9 @@ const fn kind(
 use NameRule::{Dns1035Label as DNS1035, Dns1123Label as LABEL, Dns1123Subdomain as SUBDOMAIN};
 use Scope::{Cluster as CLUSTER, Namespaced as NS};
 
-/// The federation API: the contract's resources (spec §1, §4.1).
+/// The federation API: the contract's resources (spec §1, §4.1). The seed-era
+/// `extensions/v1beta1` versions have no short names, so that `rs` or `deploy` name the
+/// current group alone, as kubectl expects.
 #[rustfmt::skip] // one resource a line reads as a table
 pub fn federation() -> Vec<ResourceKind> {
     let status: &'static [&'static str] = &["status"];
@@ -51,10 +53,10 @@ pub fn federation() -> Vec<ResourceKind> {
         kind("apps", "v1", "Deployment", "deployments", "deployment", &["deploy"], NS, &["status", "scale"], SUBDOMAIN, "deployments"),
         kind("apps", "v1", "ReplicaSet", "replicasets", "replicaset", &["rs"], NS, &["status", "scale"], SUBDOMAIN, "replicasets"),
         kind("apps", "v1", "DaemonSet", "daemonsets", "daemonset", &["ds"], NS, status, SUBDOMAIN, "daemonsets"),
-        kind("extensions", "v1beta1", "Deployment", "deployments", "deployment", &["deploy"], NS, &["status", "scale"], SUBDOMAIN, "deployments"),
-        kind("extensions", "v1beta1", "ReplicaSet", "replicasets", "replicaset", &["rs"], NS, &["status", "scale"], SUBDOMAIN, "replicasets"),
-        kind("extensions", "v1beta1", "DaemonSet", "daemonsets", "daemonset", &["ds"], NS, status, SUBDOMAIN, "daemonsets"),
-        kind("extensions", "v1beta1", "Ingress", "ingresses", "ingress", &["ing"], NS, status, SUBDOMAIN, "ingresses"),
+        kind("extensions", "v1beta1", "Deployment", "deployments", "deployment", &[], NS, &["status", "scale"], SUBDOMAIN, "deployments"),
+        kind("extensions", "v1beta1", "ReplicaSet", "replicasets", "replicaset", &[], NS, &["status", "scale"], SUBDOMAIN, "replicasets"),
+        kind("extensions", "v1beta1", "DaemonSet", "daemonsets", "daemonset", &[], NS, status, SUBDOMAIN, "daemonsets"),
+        kind("extensions", "v1beta1", "Ingress", "ingresses", "ingress", &[], NS, status, SUBDOMAIN, "ingresses"),
         kind("batch", "v1", "Job", "jobs", "job", &[], NS, status, SUBDOMAIN, "jobs"),
         kind("autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", "horizontalpodautoscaler", &["hpa"], NS, status, SUBDOMAIN, "horizontalpodautoscalers"),
         kind("autoscaling", "v1", "HorizontalPodAutoscaler", "horizontalpodautoscalers", "horizontalpodautoscaler", &["hpa"], NS, status, SUBDOMAIN, "horizontalpodautoscalers"),

@@ -139,19 +139,6 @@ impl App {
             _ => return Err(ApiError::no_route()),
         };
         let target = self.target(group, version, rest)?;
-        let content_type = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        if content_type.starts_with("application/vnd.kubernetes.protobuf")
-            || content_type.starts_with("application/cbor")
-        {
-            // Clients (kubectl's typed requests) fall back to JSON on 415.
-            return Err(ApiError::unsupported_media_type(format!(
-                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {content_type:?})"
-            )));
-        }
         let method = req.method().clone();
         let headers = req.headers().clone();
         let body = axum::body::to_bytes(req.into_body(), MAX_BODY)

@@ -3,13 +3,22 @@
 use fellowship_apimachinery::{Cause, ResourceKind};
 use serde_json::{Value, json};
 
-/// Type-specific changes on create.
+/// Type-specific changes on create: the defaults kube-apiserver applies, and state the server
+/// owns.
 pub fn prepare_create(kind: &ResourceKind, object: &mut Value) {
     match (kind.group, kind.plural) {
         ("", "namespaces") => {
             object["status"] = json!({"phase": "Active"});
             if object.pointer("/spec/finalizers").is_none() {
                 object["spec"] = json!({"finalizers": ["kubernetes"]});
+            }
+        }
+        ("", "secrets") if object.get("type").is_none_or(|t| t == "") => {
+            object["type"] = json!("Opaque");
+        }
+        ("", "services") if object.pointer("/spec/type").is_none_or(|t| t == "") => {
+            if let Some(spec) = object.get_mut("spec").and_then(Value::as_object_mut) {
+                spec.insert("type".into(), json!("ClusterIP"));
             }
         }
         // A new cluster has no known state: the cluster controller writes it (spec §1).

@@ -1,8 +1,8 @@
 //! federation-apiserver driven by the real kubectl: the guide's commands, output formats,
 //! watch, authentication and bad input, on the embedded store and on etcd.
 //!
-//! Creates use kubectl 1.27 and 1.31, which send JSON; kubectl 1.32 and later send protobuf
-//! for typed creates, which the server does not decode yet. Reads use every version.
+//! kubectl 1.27 and 1.31 send typed objects as JSON, kubectl 1.32 (on PATH) and 1.33 as
+//! protobuf: creates run on both kinds.
 
 mod support;
 
@@ -28,6 +28,7 @@ on_both_backends!(
     watch_streams_changes,
     authentication,
     bad_input_is_refused_and_changes_nothing,
+    protobuf_bodies_from_new_kubectl,
 );
 
 const READERS: [&str; 3] = ["", "1.27", "1.33"];
@@ -36,8 +37,9 @@ fn namespaces_and_configmaps(backend: Backend) {
     let s = Server::start(backend);
     // The default namespace exists from the start.
     assert!(s.ok("", &["get", "namespaces"]).contains("default"));
-    s.ok("1.31", &["create", "namespace", "prod"]);
+    s.ok("1.33", &["create", "namespace", "prod"]);
     s.ok("1.27", &["create", "namespace", "staging"]);
+    s.ok("", &["create", "namespace", "dev"]);
     let file = s.file("game.properties", b"lives=3\nenemies=aliens\n");
     s.ok(
         "1.31",
@@ -354,4 +356,98 @@ fn bad_input_is_refused_and_changes_nothing(backend: Backend) {
     let kept: Value = serde_json::from_str(&s.ok("", &["get", "cm", "cm", "-o", "json"])).unwrap();
     assert_eq!(kept["data"]["a"], "1");
     assert_eq!(kept["metadata"]["labels"]["changed"], "yes");
+}
+
+/// Typed objects as kubectl 1.32+ sends them, in protobuf, land as the same JSON objects.
+fn protobuf_bodies_from_new_kubectl(backend: Backend) {
+    let s = Server::start(backend);
+    for (v, ns) in [("1.33", "a"), ("", "b"), ("1.31", "c")] {
+        s.ok(v, &["create", "namespace", ns]);
+        s.ok(
+            v,
+            &[
+                "-n",
+                ns,
+                "create",
+                "secret",
+                "generic",
+                "s",
+                "--from-literal=pw=hunter2",
+            ],
+        );
+        s.ok(
+            v,
+            &[
+                "-n",
+                ns,
+                "create",
+                "deployment",
+                "web",
+                "--image=nginx",
+                "--replicas=3",
+                "--port=80",
+            ],
+        );
+        s.ok(
+            v,
+            &[
+                "-n",
+                ns,
+                "create",
+                "service",
+                "clusterip",
+                "web",
+                "--tcp=80:8080",
+            ],
+        );
+        s.ok(
+            v,
+            &[
+                "-n",
+                ns,
+                "create",
+                "job",
+                "once",
+                "--image=busybox",
+                "--",
+                "echo",
+                "hi",
+            ],
+        );
+        let secret: Value =
+            serde_json::from_str(&s.ok("", &["-n", ns, "get", "secret", "s", "-o", "json"]))
+                .unwrap();
+        assert_eq!(secret["data"]["pw"], "aHVudGVyMg==", "kubectl {v}");
+        assert_eq!(secret["type"], "Opaque", "kubectl {v}");
+        let deploy: Value =
+            serde_json::from_str(&s.ok("", &["-n", ns, "get", "deploy", "web", "-o", "json"]))
+                .unwrap();
+        assert_eq!(deploy["spec"]["replicas"], 3, "kubectl {v}");
+        assert_eq!(
+            deploy["spec"]["selector"]["matchLabels"]["app"], "web",
+            "kubectl {v}"
+        );
+        assert_eq!(
+            deploy["spec"]["template"]["spec"]["containers"][0]["image"], "nginx",
+            "kubectl {v}"
+        );
+        assert_eq!(
+            deploy["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"], 80,
+            "kubectl {v}"
+        );
+        let svc: Value =
+            serde_json::from_str(&s.ok("", &["-n", ns, "get", "svc", "web", "-o", "json"]))
+                .unwrap();
+        assert_eq!(svc["spec"]["ports"][0]["port"], 80, "kubectl {v}");
+        assert_eq!(svc["spec"]["ports"][0]["targetPort"], 8080, "kubectl {v}");
+        assert_eq!(svc["spec"]["type"], "ClusterIP", "kubectl {v}");
+        let job: Value =
+            serde_json::from_str(&s.ok("", &["-n", ns, "get", "job", "once", "-o", "json"]))
+                .unwrap();
+        assert_eq!(
+            job["spec"]["template"]["spec"]["containers"][0]["command"],
+            serde_json::json!(["echo", "hi"]),
+            "kubectl {v}"
+        );
+    }
 }
