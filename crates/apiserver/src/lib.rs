@@ -6,6 +6,7 @@ pub mod auth;
 pub mod discovery;
 pub mod namespaces;
 pub mod objects;
+pub mod openapi;
 pub mod options;
 pub mod registry;
 pub mod reply;

@@ -19,6 +19,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::auth::{Authenticator, User, user_from_certificate};
 use crate::discovery;
 use crate::objects::MAX_BODY;
+use crate::openapi::OpenApi;
 use crate::registry::Registry;
 use crate::reply::{Reply, error_response};
 use crate::rest::{Query, Rest, Target};
@@ -30,6 +31,7 @@ pub struct App {
     pub auth: Authenticator,
     /// The address `/api` advertises to clients.
     pub advertise: String,
+    openapi: OpenApi,
     requests: AtomicU64,
     errors: AtomicU64,
 }
@@ -45,7 +47,9 @@ impl App {
             .get("", "v1", "namespaces")
             .cloned()
             .ok_or_else(|| anyhow::anyhow!("the registry must serve namespaces"))?;
+        let openapi = OpenApi::new(&registry);
         Ok(App {
+            openapi,
             registry,
             rest: Rest {
                 store,
@@ -118,6 +122,15 @@ impl App {
             ["version"] => return ok(discovery::version()),
             ["metrics"] => return Ok(Reply::Text(self.metrics())),
             ["api"] => return ok(discovery::core_versions(&self.advertise)),
+            ["openapi", "v2"] => return ok(self.openapi.v2().clone()),
+            ["openapi", "v3"] => return ok(self.openapi.v3_index()),
+            ["openapi", "v3", gv @ ..] => {
+                let doc = self
+                    .openapi
+                    .v3(&gv.join("/"))
+                    .ok_or_else(ApiError::no_route)?;
+                return ok(doc.clone());
+            }
             ["apis"] => return ok(discovery::groups(&self.registry)),
             ["api", "v1"] => {
                 return ok(discovery::resources(&self.registry, "", "v1")
