@@ -422,16 +422,21 @@ impl Rest {
                 }
             }
             let key = kind.key(&t.namespace, &t.name);
-            if !meta::finalizers(&current).is_empty() || namespace_finalizers(kind, &current) {
+            let finalizers = finalizers_after_delete(&current, &options, query)?;
+            if !finalizers.is_empty() || namespace_finalizers(kind, &current) {
                 // Finalizers hold the object: mark it deleted and leave it to them. A
                 // namespace turns Terminating; the namespace finalizer empties it.
-                if current.pointer("/metadata/deletionTimestamp").is_some() || dry {
+                let deleting = current.pointer("/metadata/deletionTimestamp").is_some();
+                if dry || (deleting && finalizers == meta::finalizers(&current)) {
                     return Ok(Reply::object(StatusCode::OK, current));
                 }
                 let mut object = current.clone();
                 let m = meta::metadata_mut(&mut object);
-                m.insert("deletionTimestamp".into(), json!(meta::now()));
-                m.insert("deletionGracePeriodSeconds".into(), json!(0));
+                m.insert("finalizers".into(), json!(finalizers));
+                if !deleting {
+                    m.insert("deletionTimestamp".into(), json!(meta::now()));
+                    m.insert("deletionGracePeriodSeconds".into(), json!(0));
+                }
                 if is_namespaces(kind) {
                     object["status"] = json!({"phase": "Terminating"});
                 }
@@ -515,6 +520,56 @@ impl Rest {
             ))),
         }
     }
+}
+
+/// The finalizers an object keeps when deleted with these options. The `orphan` finalizer
+/// follows the deletion's propagation policy, as kube-apiserver decides it (spec §6): kept
+/// for `Orphan` or `orphanDependents=true`, and when no policy is given; removed for
+/// `Background`, `Foreground` or `orphanDependents=false`. The federation API server runs
+/// no garbage collector, so it never adds `orphan` or `foregroundDeletion` itself: they would
+/// hold the object forever.
+fn finalizers_after_delete(
+    current: &Value,
+    options: &Value,
+    query: &Query,
+) -> Result<Vec<String>, ApiError> {
+    let policy = options
+        .get("propagationPolicy")
+        .and_then(Value::as_str)
+        .or(query.get("propagationPolicy").map(String::as_str));
+    let orphan_dependents = options.get("orphanDependents").and_then(Value::as_bool).or(
+        match query.get("orphanDependents").map(String::as_str) {
+            Some("true") => Some(true),
+            Some("false") => Some(false),
+            _ => None,
+        },
+    );
+    if policy.is_some() && orphan_dependents.is_some() {
+        return Err(ApiError::invalid(
+            "DeleteOptions",
+            "meta.k8s.io",
+            "",
+            vec![fellowship_apimachinery::Cause::forbidden(
+                "propagationPolicy",
+                "orphanDependents and propagationPolicy cannot both be set",
+            )],
+        ));
+    }
+    let keep_orphan = match (policy, orphan_dependents) {
+        (Some("Orphan"), _) => true,
+        (Some("Background" | "Foreground"), _) => false,
+        (Some(other), _) => {
+            return Err(ApiError::bad_request(format!(
+                "propagationPolicy: unsupported value {other:?}: supported values: \"Orphan\", \"Background\", \"Foreground\""
+            )));
+        }
+        (None, Some(orphan)) => orphan,
+        (None, None) => true,
+    };
+    Ok(meta::finalizers(current)
+        .into_iter()
+        .filter(|f| keep_orphan || f != "orphan")
+        .collect())
 }
 
 fn is_namespaces(kind: &ResourceKind) -> bool {

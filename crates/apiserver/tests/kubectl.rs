@@ -30,6 +30,7 @@ on_both_backends!(
     bad_input_is_refused_and_changes_nothing,
     protobuf_bodies_from_new_kubectl,
     guide_manifests_and_explain,
+    deletion_follows_propagation_policy,
 );
 
 const READERS: [&str; 3] = ["", "1.27", "1.33"];
@@ -552,4 +553,77 @@ fn guide_manifests_and_explain(backend: Backend) {
         s.ok("1.33", &["explain", "configmaps.metadata"])
             .contains("labels")
     );
+}
+
+/// spec §6: the `orphan` finalizer follows the propagation policy of each delete, and an
+/// object held by finalizers is marked deleted until they are removed.
+fn deletion_follows_propagation_policy(backend: Backend) {
+    let s = Server::start(backend);
+    let held = |name: &str| {
+        format!(
+            r#"{{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {{"name": "{name}", "finalizers": ["federation.kubernetes.io/delete-from-underlying-clusters", "orphan"]}}}}"#
+        )
+    };
+    let finalizers = |name: &str| {
+        s.ok(
+            "",
+            &["get", "cm", name, "-o", "jsonpath={.metadata.finalizers}"],
+        )
+    };
+    for (name, cascade, keeps_orphan) in [
+        ("orphaned", "orphan", true),
+        ("background", "background", false),
+        ("foreground", "foreground", false),
+    ] {
+        let file = s.file(&format!("{name}.json"), held(name).as_bytes());
+        s.ok("", &["create", "-f", &file]);
+        s.ok(
+            "",
+            &[
+                "delete",
+                "cm",
+                name,
+                &format!("--cascade={cascade}"),
+                "--wait=false",
+            ],
+        );
+        let deleting = s.ok(
+            "",
+            &[
+                "get",
+                "cm",
+                name,
+                "-o",
+                "jsonpath={.metadata.deletionTimestamp}",
+            ],
+        );
+        assert!(!deleting.is_empty(), "{name} is marked deleted");
+        assert_eq!(
+            finalizers(name).contains("\"orphan\""),
+            keeps_orphan,
+            "{name}: {}",
+            finalizers(name)
+        );
+        // Writes still work while finalizers hold it; removing the last one deletes it.
+        s.ok(
+            "",
+            &[
+                "patch",
+                "cm",
+                name,
+                "--type=merge",
+                "-p",
+                r#"{"metadata":{"finalizers":null}}"#,
+            ],
+        );
+        let err = s.fails("", &["get", "cm", name]);
+        assert!(err.contains("NotFound"), "{name}: {err}");
+    }
+    // A plain object goes at once, whatever the policy: nothing collects orphans here.
+    s.ok(
+        "1.31",
+        &["create", "configmap", "plain", "--from-literal=a=b"],
+    );
+    s.ok("", &["delete", "cm", "plain", "--cascade=orphan"]);
+    assert!(s.fails("", &["get", "cm", "plain"]).contains("NotFound"));
 }
