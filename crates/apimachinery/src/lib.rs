@@ -3,6 +3,7 @@
 //! descriptions.
 
 pub mod meta;
+pub mod patch;
 pub mod protobuf;
 pub mod resource;
 pub mod selector;

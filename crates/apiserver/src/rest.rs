@@ -19,6 +19,7 @@ use crate::reply::Reply;
 use crate::validate;
 
 /// What a resource path names.
+#[derive(Clone)]
 pub struct Target {
     pub kind: Arc<ResourceKind>,
     pub namespace: String,
@@ -290,42 +291,65 @@ impl Rest {
         headers: &HeaderMap,
         body: &[u8],
     ) -> Result<Reply, ApiError> {
-        let content_type = headers
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_string();
-        if body.len() > objects::MAX_BODY {
-            return Err(ApiError::too_large(
-                "the patch is larger than the request limit",
-            ));
-        }
-        let patch: Value = serde_json::from_slice(body)
-            .map_err(|e| ApiError::bad_request(format!("the patch is not valid JSON: {e}")))?;
-        let apply = move |current: &Value| -> Result<Value, ApiError> {
-            let mut patched = current.clone();
-            match content_type.as_str() {
-                "application/merge-patch+json" => json_patch::merge(&mut patched, &patch),
-                "application/json-patch+json" => {
-                    let ops: json_patch::Patch = serde_json::from_value(patch.clone())
-                        .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
-                    json_patch::patch(&mut patched, &ops).map_err(|e| {
-                        ApiError::unsupported_media_type(format!("the JSON patch failed: {e}"))
-                    })?;
-                }
-                other => {
-                    return Err(ApiError::unsupported_media_type(format!(
-                        "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json (got {other:?})"
-                    )));
-                }
-            }
-            Ok(patched)
-        };
+        let apply = patcher(headers, body)?;
         self.write(t, query, String::new(), apply).await
+    }
+
+    /// The `scale` subresource: an `autoscaling/v1` Scale view of `spec.replicas`.
+    async fn scale(
+        &self,
+        method: &Method,
+        t: &Target,
+        query: &Query,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<Reply, ApiError> {
+        let main = Target {
+            subresource: None,
+            ..t.clone()
+        };
+        let current = present(&self.read(&main).await?, &t.kind)?;
+        let desired = match *method {
+            Method::GET => return Ok(Reply::object(StatusCode::OK, scale_of(&current))),
+            Method::PUT => decode(body)?,
+            Method::PATCH => patcher(headers, body)?(&scale_of(&current))?,
+            ref m => {
+                return Err(ApiError::method_not_allowed(format!(
+                    "{m} is not supported on the scale subresource"
+                )));
+            }
+        };
+        let replicas = desired
+            .pointer("/spec/replicas")
+            .and_then(Value::as_i64)
+            .filter(|r| *r >= 0)
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    "Scale",
+                    "autoscaling",
+                    &t.name,
+                    vec![fellowship_apimachinery::Cause::invalid(
+                        "spec.replicas",
+                        &desired
+                            .pointer("/spec/replicas")
+                            .map(Value::to_string)
+                            .unwrap_or_default(),
+                        "must be a non-negative integer",
+                    )],
+                )
+            })?;
+        let precondition = meta::meta_str(&desired, "resourceVersion").to_string();
+        let reply = self
+            .write(&main, query, precondition, |object| {
+                let mut next = object.clone();
+                next["spec"]["replicas"] = json!(replicas);
+                Ok(next)
+            })
+            .await?;
+        match reply {
+            Reply::Object { status, object } => Ok(Reply::object(status, scale_of(&object))),
+            other => Ok(other),
+        }
     }
 
     /// Read-modify-write of one object: `change` turns the current object into the new one.
@@ -504,6 +528,9 @@ impl Rest {
         body: Bytes,
     ) -> Result<Reply, ApiError> {
         let watching = matches!(query.get("watch").map(String::as_str), Some("true" | "1"));
+        if t.subresource.as_deref() == Some("scale") {
+            return self.scale(method, t, query, headers, &body).await;
+        }
         match (method, t.name.is_empty()) {
             (&Method::GET, true) if watching => crate::watch::watch(self, t, query, headers).await,
             (&Method::GET, true) => self.list(t, query).await,
@@ -583,6 +610,100 @@ fn namespace_finalizers(kind: &ResourceKind, object: &Value) -> bool {
             .pointer("/spec/finalizers")
             .and_then(Value::as_array)
             .is_some_and(|f| !f.is_empty())
+}
+
+/// The change a PATCH body makes, by its content type.
+fn patcher(
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<impl Fn(&Value) -> Result<Value, ApiError> + use<>, ApiError> {
+    let content_type = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    if !matches!(
+        content_type.as_str(),
+        "application/merge-patch+json"
+            | "application/strategic-merge-patch+json"
+            | "application/json-patch+json"
+    ) {
+        return Err(ApiError::unsupported_media_type(format!(
+            "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {content_type:?})"
+        )));
+    }
+    if body.len() > objects::MAX_BODY {
+        return Err(ApiError::too_large(
+            "the patch is larger than the request limit",
+        ));
+    }
+    let patch: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("the patch is not valid JSON: {e}")))?;
+    Ok(move |current: &Value| -> Result<Value, ApiError> {
+        let mut patched = current.clone();
+        match content_type.as_str() {
+            "application/merge-patch+json" => json_patch::merge(&mut patched, &patch),
+            "application/strategic-merge-patch+json" => {
+                patched = fellowship_apimachinery::patch::strategic_merge(current, &patch)
+                    .map_err(|e| {
+                        ApiError::bad_request(format!("invalid strategic merge patch: {e}"))
+                    })?;
+            }
+            _ => {
+                let ops: json_patch::Patch = serde_json::from_value(patch.clone())
+                    .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
+                json_patch::patch(&mut patched, &ops).map_err(|e| {
+                    ApiError::invalid(
+                        meta::meta_str(current, "kind"),
+                        "",
+                        meta::name(current),
+                        vec![fellowship_apimachinery::Cause {
+                            reason: "FieldValueInvalid",
+                            message: format!("the JSON patch failed: {e}"),
+                            field: String::new(),
+                        }],
+                    )
+                })?;
+            }
+        }
+        Ok(patched)
+    })
+}
+
+/// The `autoscaling/v1` Scale of an object with `spec.replicas`.
+fn scale_of(object: &Value) -> Value {
+    let selector = object
+        .pointer("/spec/selector/matchLabels")
+        .and_then(Value::as_object)
+        .map(|labels| {
+            labels
+                .iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
+    let m = object.get("metadata").cloned().unwrap_or(json!({}));
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": m.get("name"),
+            "namespace": m.get("namespace"),
+            "uid": m.get("uid"),
+            "resourceVersion": m.get("resourceVersion"),
+            "creationTimestamp": m.get("creationTimestamp"),
+        },
+        "spec": {"replicas": object.pointer("/spec/replicas").cloned().unwrap_or(json!(1))},
+        "status": {
+            "replicas": object.pointer("/status/replicas").cloned().unwrap_or(json!(0)),
+            "selector": selector,
+        },
+    })
 }
 
 pub fn selectors(

@@ -31,6 +31,7 @@ on_both_backends!(
     protobuf_bodies_from_new_kubectl,
     guide_manifests_and_explain,
     deletion_follows_propagation_policy,
+    apply_patch_and_scale,
 );
 
 const READERS: [&str; 3] = ["", "1.27", "1.33"];
@@ -626,4 +627,108 @@ fn deletion_follows_propagation_policy(backend: Backend) {
     );
     s.ok("", &["delete", "cm", "plain", "--cascade=orphan"]);
     assert!(s.fails("", &["get", "cm", "plain"]).contains("NotFound"));
+}
+
+const DEPLOYMENT: &str = r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - name: web
+        image: nginx:1
+        env: [{name: A, value: "1"}]
+      - name: side
+        image: busybox
+"#;
+
+/// Client-side apply, strategic merge patches (`set image`, `patch`), merge and JSON
+/// patches, and `scale` through the scale subresource, from old and new kubectl.
+fn apply_patch_and_scale(backend: Backend) {
+    let s = Server::start(backend);
+    let file = s.file("deploy.yaml", DEPLOYMENT.as_bytes());
+    s.ok("", &["apply", "-f", &file]);
+    let changed = DEPLOYMENT
+        .replace("nginx:1", "nginx:2")
+        .replace("replicas: 2", "replicas: 4");
+    let file = s.file("deploy.yaml", changed.as_bytes());
+    assert!(s.ok("1.33", &["apply", "-f", &file]).contains("configured"));
+    let get = |path: &str| {
+        s.ok(
+            "",
+            &[
+                "get",
+                "deployment",
+                "web",
+                "-o",
+                &format!("jsonpath={path}"),
+            ],
+        )
+    };
+    assert_eq!(get("{.spec.replicas}"), "4");
+    assert_eq!(
+        get("{.spec.template.spec.containers[*].image}"),
+        "nginx:2 busybox"
+    );
+    assert_eq!(
+        get("{.metadata.generation}"),
+        "2",
+        "spec changes bump the generation"
+    );
+    s.ok(
+        "1.27",
+        &["set", "image", "deployment/web", "side=busybox:2"],
+    );
+    assert_eq!(
+        get("{.spec.template.spec.containers[*].image}"),
+        "nginx:2 busybox:2"
+    );
+    // A strategic patch merges the env list of the container named web.
+    s.ok("", &["patch", "deployment", "web", "-p",
+        r#"{"spec":{"template":{"spec":{"containers":[{"name":"web","env":[{"name":"B","value":"2"}]}]}}}}"#]);
+    assert_eq!(
+        get("{.spec.template.spec.containers[0].env[*].name}"),
+        "A B"
+    );
+    s.ok("", &["patch", "deployment", "web", "--type=json", "-p",
+        r#"[{"op": "replace", "path": "/spec/template/spec/containers/1/image", "value": "busybox:3"}]"#]);
+    assert_eq!(
+        get("{.spec.template.spec.containers[1].image}"),
+        "busybox:3"
+    );
+    let err = s.fails(
+        "",
+        &[
+            "patch",
+            "deployment",
+            "web",
+            "--type=json",
+            "-p",
+            r#"[{"op": "test", "path": "/spec/replicas", "value": 99}]"#,
+        ],
+    );
+    assert!(err.contains("Invalid") || err.contains("failed"), "{err}");
+    for (v, n) in [("", "3"), ("1.27", "5"), ("1.33", "0")] {
+        s.ok(
+            v,
+            &["scale", "deployment", "web", &format!("--replicas={n}")],
+        );
+        assert_eq!(get("{.spec.replicas}"), n, "kubectl {v} scale");
+    }
+    let scale: Value = serde_json::from_str(&s.ok(
+        "",
+        &[
+            "get",
+            "--raw",
+            "/apis/apps/v1/namespaces/default/deployments/web/scale",
+        ],
+    ))
+    .unwrap();
+    assert_eq!(scale["kind"], "Scale");
+    assert_eq!(scale["status"]["selector"], "app=web");
 }
