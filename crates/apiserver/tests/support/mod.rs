@@ -19,6 +19,7 @@ pub enum Backend {
 
 pub struct Server {
     child: Child,
+    args: Vec<String>,
     dir: tempfile::TempDir,
     pub port: u16,
     pub pki: Pki,
@@ -45,31 +46,27 @@ impl Server {
         std::fs::write(&passwords, format!("{PASSWORD},basic-admin,2\n")).unwrap();
         let port = free_port();
         let etcd = (backend == Backend::Etcd).then(Etcd::start);
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_federation-apiserver"));
-        cmd.arg(format!("--secure-port={port}"))
-            .arg("--bind-address=127.0.0.1")
-            .arg(format!("--tls-cert-file={}", serving.cert.display()))
-            .arg(format!("--tls-private-key-file={}", serving.key.display()))
-            .arg(format!("--client-ca-file={}", pki.ca_file().display()))
-            .arg(format!("--token-auth-file={}", tokens.display()))
-            .arg(format!("--basic-auth-file={}", passwords.display()))
-            .arg(format!("--data-dir={}", dir.path().join("data").display()))
-            .arg(format!("--cert-dir={}", dir.path().join("certs").display()));
+        let mut args = vec![
+            format!("--secure-port={port}"),
+            "--bind-address=127.0.0.1".to_string(),
+            format!("--tls-cert-file={}", serving.cert.display()),
+            format!("--tls-private-key-file={}", serving.key.display()),
+            format!("--client-ca-file={}", pki.ca_file().display()),
+            format!("--token-auth-file={}", tokens.display()),
+            format!("--basic-auth-file={}", passwords.display()),
+            format!("--data-dir={}", dir.path().join("data").display()),
+            format!("--cert-dir={}", dir.path().join("certs").display()),
+        ];
         if let Some(etcd) = &etcd {
-            cmd.arg(format!("--etcd-servers={}", etcd.endpoint()))
-                .arg("--etcd-prefix=/fellowship-test");
+            args.push(format!("--etcd-servers={}", etcd.endpoint()));
+            args.push("--etcd-prefix=/fellowship-test".to_string());
         }
-        let log = std::fs::File::create(dir.path().join("apiserver.log")).unwrap();
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start federation-apiserver");
+        let child = spawn(&args, dir.path());
         let kubeconfig = dir.path().join("kubeconfig");
         write_kubeconfig(&kubeconfig, port, &pki, &client);
         let mut server = Server {
             child,
+            args,
             dir,
             port,
             pki,
@@ -78,6 +75,14 @@ impl Server {
         };
         server.wait_ready();
         server
+    }
+
+    /// Kills the server (SIGKILL) and starts it again on the same port and data.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn(&self.args, self.dir.path());
+        self.wait_ready();
     }
 
     fn wait_ready(&mut self) {
@@ -152,6 +157,21 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn spawn(args: &[String], dir: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("apiserver.log"))
+        .unwrap();
+    Command::new(env!("CARGO_BIN_EXE_federation-apiserver"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("start federation-apiserver")
 }
 
 fn write_kubeconfig(path: &Path, port: u16, pki: &Pki, client: &fellowship_testkit::Pair) {
