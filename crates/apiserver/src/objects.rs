@@ -60,11 +60,54 @@ pub fn check_type(object: &mut Value, kind: &ResourceKind) -> Result<(), ApiErro
 }
 
 /// The stored bytes of an object: everything but its `resourceVersion`, which is the store's
-/// revision and is added on the way out.
+/// revision and is added on the way out. `apiVersion`, `kind` and `metadata` lead, in that
+/// order, so that a read at the same version can splice the resourceVersion in without
+/// parsing the object (see [`present_raw`]).
 pub fn encode(object: &Value) -> Bytes {
-    let mut object = object.clone();
-    meta::metadata_mut(&mut object).remove("resourceVersion");
-    Bytes::from(serde_json::to_vec(&object).expect("JSON values serialize"))
+    let mut rest = object.as_object().cloned().unwrap_or_default();
+    let api_version = rest.remove("apiVersion").unwrap_or(Value::Null);
+    let kind = rest.remove("kind").unwrap_or(Value::Null);
+    let mut metadata = rest
+        .remove("metadata")
+        .unwrap_or_else(|| Value::Object(Map::new()));
+    if let Some(m) = metadata.as_object_mut() {
+        m.remove("resourceVersion");
+    }
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(b"{\"apiVersion\":");
+    serde_json::to_writer(&mut out, &api_version).expect("JSON values serialize");
+    out.extend_from_slice(b",\"kind\":");
+    serde_json::to_writer(&mut out, &kind).expect("JSON values serialize");
+    out.extend_from_slice(b",\"metadata\":");
+    serde_json::to_writer(&mut out, &metadata).expect("JSON values serialize");
+    for (k, v) in &rest {
+        out.push(b',');
+        serde_json::to_writer(&mut out, k).expect("JSON values serialize");
+        out.push(b':');
+        serde_json::to_writer(&mut out, v).expect("JSON values serialize");
+    }
+    out.push(b'}');
+    Bytes::from(out)
+}
+
+/// A stored object's JSON at `kind`'s version with its resourceVersion, without parsing it:
+/// possible when it was stored at that version (by [`encode`]). `None` otherwise.
+pub fn present_raw(kv: &KeyValue, kind: &ResourceKind) -> Option<Vec<u8>> {
+    let prefix = format!(
+        "{{\"apiVersion\":\"{}\",\"kind\":\"{}\",\"metadata\":{{",
+        kind.api_version(),
+        kind.kind
+    );
+    let rest = kv.value.strip_prefix(prefix.as_bytes())?;
+    let rv = format!("\"resourceVersion\":\"{}\"", kv.mod_revision);
+    let mut out = Vec::with_capacity(kv.value.len() + rv.len() + 1);
+    out.extend_from_slice(prefix.as_bytes());
+    out.extend_from_slice(rv.as_bytes());
+    if rest.first() != Some(&b'}') {
+        out.push(b',');
+    }
+    out.extend_from_slice(rest);
+    Some(out)
 }
 
 /// A stored object as the API shows it at `kind`'s version.
@@ -102,4 +145,36 @@ pub fn spec_of(object: &Value) -> Map<String, Value> {
 /// Whether the type keeps a `metadata.generation` (objects with a desired state).
 pub fn has_generation(object: &Value) -> bool {
     object.get("spec").is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::{Registry, federation};
+    use serde_json::json;
+
+    #[test]
+    fn raw_presentation_equals_parsed() {
+        let registry = Registry::new(federation());
+        let cm = registry.get("", "v1", "configmaps").unwrap();
+        let deploy_ext = registry
+            .get("extensions", "v1beta1", "deployments")
+            .unwrap();
+        for object in [
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a", "resourceVersion": "9"}, "data": {"k": "\"metadata\":{"}}),
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {}}),
+        ] {
+            let kv = KeyValue {
+                key: "/configmaps/ns/a".into(),
+                value: encode(&object),
+                create_revision: 3,
+                mod_revision: 7,
+            };
+            let raw: Value = serde_json::from_slice(&present_raw(&kv, cm).unwrap()).unwrap();
+            assert_eq!(raw, present(&kv, cm).unwrap());
+            assert_eq!(raw["metadata"]["resourceVersion"], "7");
+            // Read at another version: no raw shortcut.
+            assert!(present_raw(&kv, deploy_ext).is_none());
+        }
+    }
 }

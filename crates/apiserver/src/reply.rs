@@ -7,6 +7,21 @@ use axum::response::Response;
 use fellowship_apimachinery::{ApiError, ResourceKind, meta};
 use serde_json::{Value, json};
 
+/// One item of a list: parsed, or stored JSON passed through as it is.
+pub enum Item {
+    Parsed(Value),
+    Raw(Vec<u8>),
+}
+
+impl Item {
+    pub fn into_parsed(self) -> Option<Value> {
+        match self {
+            Item::Parsed(v) => Some(v),
+            Item::Raw(b) => serde_json::from_slice(&b).ok(),
+        }
+    }
+}
+
 pub enum Reply {
     Object {
         status: StatusCode,
@@ -17,7 +32,7 @@ pub enum Reply {
         api_version: String,
         plural: &'static str,
         metadata: Value,
-        items: Vec<Value>,
+        items: Vec<Item>,
     },
     /// A document that is never shown as a table: a Status, a discovery document.
     Json {
@@ -39,7 +54,7 @@ impl Reply {
         Reply::Json { status, body }
     }
 
-    pub fn list(kind: &ResourceKind, metadata: Value, items: Vec<Value>) -> Reply {
+    pub fn list(kind: &ResourceKind, metadata: Value, items: Vec<Item>) -> Reply {
         Reply::List {
             list_kind: format!("{}List", kind.kind),
             api_version: kind.api_version(),
@@ -63,17 +78,40 @@ impl Reply {
                 metadata,
                 items,
                 ..
-            } if table => respond(StatusCode::OK, to_table(plural, &items, metadata)),
+            } if table => {
+                let items: Vec<Value> = items.into_iter().filter_map(Item::into_parsed).collect();
+                respond(StatusCode::OK, to_table(plural, &items, metadata))
+            }
             Reply::List {
                 list_kind,
                 api_version,
                 metadata,
                 items,
                 ..
-            } => respond(
-                StatusCode::OK,
-                json!({"kind": list_kind, "apiVersion": api_version, "metadata": metadata, "items": items}),
-            ),
+            } => {
+                // Written item by item: a large list is never held twice as JSON values.
+                let mut body = serde_json::to_vec(&json!({
+                    "kind": list_kind,
+                    "apiVersion": api_version,
+                    "metadata": metadata,
+                }))
+                .expect("JSON values serialize");
+                body.pop();
+                body.extend_from_slice(b",\"items\":[");
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        body.push(b',');
+                    }
+                    match item {
+                        Item::Raw(raw) => body.extend_from_slice(raw),
+                        Item::Parsed(v) => {
+                            serde_json::to_writer(&mut body, v).expect("JSON values serialize")
+                        }
+                    }
+                }
+                body.extend_from_slice(b"]}");
+                respond_bytes(StatusCode::OK, body)
+            }
             Reply::Json { status, body } => respond(status, body),
             Reply::Text(text) => {
                 let mut r = Response::new(Body::from(text));
@@ -106,9 +144,14 @@ pub fn error_response(e: &ApiError) -> Response {
 }
 
 fn respond(status: StatusCode, body: Value) -> Response {
-    let mut r = Response::new(Body::from(
+    respond_bytes(
+        status,
         serde_json::to_vec(&body).expect("JSON values serialize"),
-    ));
+    )
+}
+
+fn respond_bytes(status: StatusCode, body: Vec<u8>) -> Response {
+    let mut r = Response::new(Body::from(body));
     *r.status_mut() = status;
     r.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -15,7 +15,7 @@ use fellowship_storage::{Error as StoreError, KeyValue, ListOptions, Revision, S
 use serde_json::{Value, json};
 
 use crate::objects::{self, check_type, decode, encode, present};
-use crate::reply::Reply;
+use crate::reply::{Item, Reply};
 use crate::validate;
 
 /// What a resource path names.
@@ -94,9 +94,13 @@ impl Rest {
             .ok_or_else(|| ApiError::not_found(t.kind.group_resource(), &t.name))
     }
 
-    pub async fn list(&self, t: &Target, query: &Query) -> Result<Reply, ApiError> {
+    /// Lists a collection. `table` says the client asked for a Table; otherwise, without
+    /// selectors, stored objects are passed through unparsed (see `present_raw`).
+    pub async fn list(&self, t: &Target, query: &Query, table: bool) -> Result<Reply, ApiError> {
         let kind = &t.kind;
         let (labels, fields) = selectors(kind, query)?;
+        let filtered = !labels.is_empty() || !fields.is_empty();
+        let raw = !table && !filtered;
         let limit: usize = match query.get("limit").map(String::as_str) {
             None | Some("") => 0,
             Some(l) => l
@@ -160,16 +164,20 @@ impl Rest {
                 .await
                 .map_err(|e| store_error(e, kind, ""))?;
             for kv in &page.items {
+                if raw && let Some(bytes) = objects::present_raw(kv, kind) {
+                    items.push(Item::Raw(bytes));
+                    continue;
+                }
                 let object = present(kv, kind)?;
                 if labels.matches(meta::labels(&object)) && fields.matches(&object) {
-                    items.push(object);
+                    items.push(Item::Parsed(object));
                 }
             }
-            let filtered = !labels.is_empty() || !fields.is_empty();
             match page.continue_token {
                 Some(token) if limit > 0 && items.len() < limit => {
                     options.continue_token = Some(token);
                     options.revision = None;
+                    options.limit = Some(limit - items.len());
                 }
                 next => {
                     let remaining = if filtered { None } else { page.remaining };
@@ -499,9 +507,10 @@ impl Rest {
         query: &Query,
         body: &[u8],
     ) -> Result<Reply, ApiError> {
-        let Reply::List { items, .. } = self.list(t, query).await? else {
+        let Reply::List { items, .. } = self.list(t, query, true).await? else {
             return Err(ApiError::internal("list returned no list"));
         };
+        let items: Vec<Value> = items.into_iter().filter_map(Item::into_parsed).collect();
         for item in &items {
             let target = Target {
                 kind: t.kind.clone(),
@@ -515,6 +524,7 @@ impl Rest {
                 Err(e) => return Err(e),
             }
         }
+        let items = items.into_iter().map(Item::Parsed).collect();
         Ok(Reply::list(&t.kind, json!({}), items))
     }
 
@@ -533,7 +543,13 @@ impl Rest {
         }
         match (method, t.name.is_empty()) {
             (&Method::GET, true) if watching => crate::watch::watch(self, t, query, headers).await,
-            (&Method::GET, true) => self.list(t, query).await,
+            (&Method::GET, true) => {
+                let table = headers
+                    .get("accept")
+                    .and_then(|a| a.to_str().ok())
+                    .is_some_and(|a| a.contains("as=Table"));
+                self.list(t, query, table).await
+            }
             (&Method::POST, true) => self.create(t, query, &body).await,
             (&Method::DELETE, true) => self.delete_collection(t, query, &body).await,
             (&Method::GET, false) => self.get(t).await,
