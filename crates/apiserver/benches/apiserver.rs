@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fellowship_storage::{EmbeddedConfig, EmbeddedStore, Store};
-use fellowship_testkit::{Pki, free_port};
+use fellowship_testkit::{Pki, bench_runtime, env_number, free_port, memory, reset_peak_memory};
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper::client::conn::http1::SendRequest;
@@ -104,29 +104,18 @@ where
     done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
 }
 
-fn rss(pid: u32, field: &str) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<f64>().ok())
-        })
-        .unwrap_or(0.0)
-        / 1024.0
+/// A process's memory in MiB: (current, peak).
+fn mib(pid: u32) -> (f64, f64) {
+    let (rss, peak) = memory(Some(pid));
+    (
+        rss as f64 / (1 << 20) as f64,
+        peak as f64 / (1 << 20) as f64,
+    )
 }
 
 fn main() {
-    let objects: usize = std::env::var("FELLOWSHIP_BENCH_OBJECTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100_000);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let objects = env_number("FELLOWSHIP_BENCH_OBJECTS", 100_000);
+    let rt = bench_runtime();
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new();
     let serving = pki.server("apiserver");
@@ -176,7 +165,7 @@ fn main() {
         println!("federation-apiserver benchmark, embedded store, 2 cores");
         println!("start to ready: {:.0} ms", started.elapsed().as_secs_f64() * 1000.0);
         tokio::time::sleep(Duration::from_millis(500)).await;
-        println!("idle memory: {:.1} MiB RSS", rss(pid, "VmRSS:"));
+        println!("idle memory: {:.1} MiB RSS", mib(pid).0);
 
         let ceiling = rate(&target, 64, |_, _| request("GET", "/healthz", Bytes::new())).await;
         println!("load generator ceiling (GET /healthz, 64 connections): {ceiling:.0} req/s");
@@ -240,8 +229,8 @@ fn main() {
             f.await.unwrap();
         }
         println!("loaded {objects} objects in {:.1} s", t.elapsed().as_secs_f64());
-        println!("memory holding them: {:.0} MiB RSS", rss(pid, "VmRSS:"));
-        let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
+        println!("memory holding them: {:.0} MiB RSS", mib(pid).0);
+        reset_peak_memory(Some(pid));
         let t = Instant::now();
         conn.ready().await.unwrap();
         let resp = conn.send_request(request("GET", list_path, Bytes::new())).await.unwrap();
@@ -253,7 +242,7 @@ fn main() {
             "LIST of {objects} ConfigMaps: {:.0} ms ({:.0} MiB), server peak memory {:.0} MiB",
             took.as_secs_f64() * 1000.0,
             body.len() as f64 / (1 << 20) as f64,
-            rss(pid, "VmHWM:")
+            mib(pid).1
         );
 
         let (p50, p99) = watch_latency(&target, 1000, 200).await;

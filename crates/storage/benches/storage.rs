@@ -13,7 +13,7 @@ use bytes::Bytes;
 use fellowship_storage::{
     EmbeddedConfig, EmbeddedStore, EtcdConfig, EtcdStore, ListOptions, Store,
 };
-use fellowship_testkit::{Etcd, current_rss, peak_rss, reset_peak_rss};
+use fellowship_testkit::{Etcd, bench_runtime, env_number, memory, reset_peak_memory};
 use futures::StreamExt;
 
 const VALUE_SIZE: usize = 1024;
@@ -25,15 +25,8 @@ fn main() {
         .filter(|a| !a.starts_with('-'))
         .collect();
     let wants = |name: &str| args.is_empty() || args.iter().any(|a| a == name);
-    let keys: usize = std::env::var("FELLOWSHIP_BENCH_KEYS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100_000);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let keys = env_number("FELLOWSHIP_BENCH_KEYS", 100_000);
+    let rt = bench_runtime();
     println!("storage benchmark: {keys} keys, {VALUE_SIZE} B values, 2 cores");
     rt.block_on(async {
         if wants("embedded") {
@@ -109,12 +102,12 @@ async fn common(store: Arc<dyn Store>, keys: usize) -> f64 {
     let reads = point_reads(&store, keys).await;
     println!("point reads: {reads:.0}/s");
 
-    let base = current_rss();
-    reset_peak_rss();
+    let base = memory(None).0;
+    reset_peak_memory(None);
     let t = Instant::now();
     let page = store.list("/bench/", ListOptions::default()).await.unwrap();
     let took = t.elapsed();
-    let peak = peak_rss().saturating_sub(base);
+    let peak = memory(None).1.saturating_sub(base);
     assert_eq!(page.items.len(), keys);
     drop(page);
     println!(

@@ -191,29 +191,47 @@ pub fn which(name: &str) -> Option<PathBuf> {
     })
 }
 
-/// Peak resident memory of this process so far, in bytes (Linux `VmHWM`).
-pub fn peak_rss() -> u64 {
-    proc_status_kib("VmHWM:") * 1024
+/// Resident memory of a process (`None`: this one), in bytes: (current `VmRSS`, peak `VmHWM`).
+pub fn memory(pid: Option<u32>) -> (u64, u64) {
+    let status = std::fs::read_to_string(proc_file(pid, "status")).unwrap_or_default();
+    let kib = |field: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(field))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+            * 1024
+    };
+    (kib("VmRSS:"), kib("VmHWM:"))
 }
 
-/// Current resident memory of this process, in bytes (Linux `VmRSS`).
-pub fn current_rss() -> u64 {
-    proc_status_kib("VmRSS:") * 1024
+/// Resets a process's peak so the next [`memory`] reading measures from now (Linux
+/// `clear_refs` 5).
+pub fn reset_peak_memory(pid: Option<u32>) {
+    let _ = std::fs::write(proc_file(pid, "clear_refs"), "5");
 }
 
-/// Resets the peak so the next [`peak_rss`] measures from now (Linux `clear_refs` 5).
-pub fn reset_peak_rss() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
+fn proc_file(pid: Option<u32>, file: &str) -> String {
+    match pid {
+        Some(pid) => format!("/proc/{pid}/{file}"),
+        None => format!("/proc/self/{file}"),
+    }
 }
 
-fn proc_status_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+/// A number from the environment, for benchmark sizes.
+pub fn env_number(name: &str, default: usize) -> usize {
+    std::env::var(name)
         .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The runtime benchmarks run on: two workers, as this machine has two cores.
+pub fn bench_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
 }
