@@ -73,8 +73,12 @@ pub fn generated_name(prefix: &str) -> String {
         .iter()
         .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
         .collect();
-    // Names are at most 253 characters; the prefix gives way to the suffix.
-    let keep = prefix.len().min(253 - suffix.len());
+    // As kube-apiserver: the prefix is cut to 58 bytes (a generated name then also fits a
+    // 63-character label), at a character boundary.
+    let mut keep = prefix.len().min(58);
+    while !prefix.is_char_boundary(keep) {
+        keep -= 1;
+    }
     format!("{}{suffix}", &prefix[..keep])
 }
 
@@ -92,5 +96,7 @@ mod tests {
         let g = generated_name("web-");
         assert!(g.starts_with("web-") && g.len() == 9, "{g}");
         assert_eq!(now().len(), 20);
+        let long = format!("a{}", "é".repeat(124));
+        assert!(generated_name(&long).len() <= 63);
     }
 }

@@ -109,6 +109,17 @@ async fn finalize(app: &App, namespace: &str) -> Result<(), ApiError> {
         return Ok(());
     }
     // Empty: drop the namespace's own finalizer, which deletes it when nothing else holds it.
+    let ns_kind = app.rest.namespaces.clone();
+    let current = match app.rest.store.get(&ns_kind.key("", namespace)).await {
+        Ok(Some(kv)) => present(&kv, &ns_kind)?,
+        Ok(None) => return Ok(()),
+        Err(e) => return Err(ApiError::unavailable(e.to_string())),
+    };
+    let others: Vec<Value> = current
+        .pointer("/spec/finalizers")
+        .and_then(Value::as_array)
+        .map(|f| f.iter().filter(|f| *f != "kubernetes").cloned().collect())
+        .unwrap_or_default();
     let target = Target {
         kind: app.rest.namespaces.clone(),
         namespace: String::new(),
@@ -119,7 +130,7 @@ async fn finalize(app: &App, namespace: &str) -> Result<(), ApiError> {
         "apiVersion": "v1",
         "kind": "Namespace",
         "metadata": {"name": namespace},
-        "spec": {"finalizers": Value::Array(Vec::new())},
+        "spec": {"finalizers": Value::Array(others)},
     }))
     .expect("JSON serializes");
     match app.rest.update(&target, &Query::new(), &body).await {

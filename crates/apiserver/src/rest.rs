@@ -123,6 +123,11 @@ impl Rest {
         }
         let revision = match (rv, rv_match) {
             ("", "") | ("0", "") | ("0", "NotOlderThan") => None,
+            ("0", "Exact") => {
+                return Err(ApiError::bad_request(
+                    "resourceVersionMatch \"Exact\" is forbidden for resourceVersion \"0\"",
+                ));
+            }
             ("", m) => {
                 return Err(ApiError::bad_request(format!(
                     "resourceVersionMatch: {m:?} is forbidden unless resourceVersion is provided"
@@ -200,7 +205,10 @@ impl Rest {
         let mut object = decode(body)?;
         check_type(&mut object, kind)?;
         let m = meta::metadata_mut(&mut object);
-        if kind.namespaced() {
+        if !kind.namespaced() {
+            // A namespace on a cluster-scoped object is cleared, as kube-apiserver does.
+            m.remove("namespace");
+        } else {
             match m.get("namespace").and_then(Value::as_str) {
                 Some(ns) if !ns.is_empty() && ns != t.namespace => {
                     return Err(ApiError::bad_request(
@@ -350,7 +358,8 @@ impl Rest {
         let reply = self
             .write(&main, query, precondition, |object| {
                 let mut next = object.clone();
-                next["spec"]["replicas"] = json!(replicas);
+                spec_mut(&mut next, kind_name(t), &t.name)?
+                    .insert("replicas".into(), json!(replicas));
                 Ok(next)
             })
             .await?;
@@ -380,6 +389,11 @@ impl Rest {
             let mut object = change(&current)?;
             if !object.is_object() {
                 return Err(ApiError::bad_request("the result must be a JSON object"));
+            }
+            // A resourceVersion in the result (a patch may carry one) is a precondition too.
+            let asked = meta::meta_str(&object, "resourceVersion");
+            if !asked.is_empty() && asked != kv.mod_revision.to_string() {
+                return Err(ApiError::modified(kind.group_resource(), &t.name));
             }
             check_type(&mut object, kind)?;
             merge_server_fields(kind, t.subresource.as_deref(), &current, &mut object)?;
@@ -722,6 +736,38 @@ fn scale_of(object: &Value) -> Value {
     })
 }
 
+fn kind_name(t: &Target) -> &'static str {
+    t.kind.kind
+}
+
+/// `spec` as an object, created if absent; a `spec` of another type is a 422.
+fn spec_mut<'a>(
+    object: &'a mut Value,
+    kind: &str,
+    name: &str,
+) -> Result<&'a mut serde_json::Map<String, Value>, ApiError> {
+    let obj = object
+        .as_object_mut()
+        .ok_or_else(|| ApiError::bad_request("the object must be a JSON object"))?;
+    let spec = obj.entry("spec").or_insert_with(|| json!({}));
+    if spec.is_null() {
+        *spec = json!({});
+    }
+    let shown = spec.to_string();
+    spec.as_object_mut().ok_or_else(|| {
+        ApiError::invalid(
+            kind,
+            "",
+            name,
+            vec![fellowship_apimachinery::Cause::invalid(
+                "spec",
+                &shown,
+                "must be an object",
+            )],
+        )
+    })
+}
+
 pub fn selectors(
     kind: &ResourceKind,
     query: &Query,
@@ -779,7 +825,8 @@ fn merge_server_fields(
             .cloned()
             .unwrap_or(json!([]));
         let mut next = current.clone();
-        next["spec"]["finalizers"] = finalizers;
+        spec_mut(&mut next, kind.kind, meta::name(current))?
+            .insert("finalizers".into(), finalizers);
         *object = next;
     } else if subresource.is_some() {
         return Err(ApiError::method_not_allowed(format!(
@@ -787,6 +834,15 @@ fn merge_server_fields(
             subresource.unwrap_or_default()
         )));
     } else if kind.subresources.contains(&"status") {
+        if is_namespaces(kind) {
+            // spec.finalizers changes only through /finalize, as kube-apiserver keeps it.
+            let finalizers = current
+                .pointer("/spec/finalizers")
+                .cloned()
+                .unwrap_or(json!([]));
+            spec_mut(object, kind.kind, meta::name(current))?
+                .insert("finalizers".into(), finalizers);
+        }
         match current.get("status") {
             Some(s) => object["status"] = s.clone(),
             None => {

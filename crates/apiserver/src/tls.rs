@@ -69,6 +69,19 @@ fn self_signed(dir: &Path, hosts: &[String]) -> anyhow::Result<(PathBuf, PathBuf
     names.dedup();
     let generated = rcgen::generate_simple_self_signed(names)?;
     std::fs::write(&cert, generated.cert.pem())?;
-    std::fs::write(&key, generated.signing_key.serialize_pem())?;
+    write_private(&key, &generated.signing_key.serialize_pem())?;
     Ok((cert, key))
+}
+
+/// Writes a private key readable by its owner only.
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(contents.as_bytes())
 }

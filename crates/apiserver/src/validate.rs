@@ -9,9 +9,16 @@ pub fn prepare_create(kind: &ResourceKind, object: &mut Value) {
     match (kind.group, kind.plural) {
         ("", "namespaces") => {
             object["status"] = json!({"phase": "Active"});
-            if object.pointer("/spec/finalizers").is_none() {
-                object["spec"] = json!({"finalizers": ["kubernetes"]});
+            // The namespace finalizer is always there: it empties the namespace on delete.
+            let mut finalizers: Vec<Value> = object
+                .pointer("/spec/finalizers")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            if !finalizers.iter().any(|f| f == "kubernetes") {
+                finalizers.push(json!("kubernetes"));
             }
+            object["spec"] = json!({"finalizers": finalizers});
         }
         ("", "secrets") if object.get("type").is_none_or(|t| t == "") => {
             object["type"] = json!("Opaque");

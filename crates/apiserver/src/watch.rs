@@ -47,11 +47,14 @@ pub async fn watch(
         .get("resourceVersion")
         .map(String::as_str)
         .unwrap_or("");
+    // Streaming lists (client-go WatchList, kube-rs streaming_lists): the current state as
+    // ADDED events, then a bookmark marking their end.
+    let send_initial = query.get("sendInitialEvents").map(String::as_str) == Some("true");
 
     // Without a resource version (or "0"), the watch starts with the current state as ADDED
     // events, then follows from the revision of that state.
     let mut initial = Vec::new();
-    let after = if rv.is_empty() || rv == "0" {
+    let after = if rv.is_empty() || rv == "0" || send_initial {
         let mut options = ListOptions::default();
         loop {
             let page = rest
@@ -105,6 +108,19 @@ pub async fn watch(
                 return;
             }
         }
+        if send_initial {
+            let end = json!({
+                "kind": kind.kind,
+                "apiVersion": kind.api_version(),
+                "metadata": {
+                    "resourceVersion": after.to_string(),
+                    "annotations": {"k8s.io/initial-events-end": "true"},
+                },
+            });
+            if !send_line(&tx, "BOOKMARK", end).await {
+                return;
+            }
+        }
         let Some(events) = events.as_mut() else {
             return;
         };
@@ -116,6 +132,8 @@ pub async fn watch(
         loop {
             tokio::select! {
                 _ = &mut deadline => return,
+                // The client went away: stop following the store.
+                _ = tx.closed() => return,
                 _ = tick.tick(), if bookmarks => {
                     let bookmark = json!({
                         "kind": kind.kind,
@@ -181,7 +199,14 @@ fn outgoing(
             match (was, matches(&now)) {
                 (_, true) if event.kind == EventKind::Added || !was => Some(("ADDED", now)),
                 (true, true) => Some(("MODIFIED", now)),
-                (true, false) => Some(("DELETED", now)),
+                // Leaving the selection: the object as the watcher last saw it.
+                (true, false) => prev.map(|mut p| {
+                    meta::metadata_mut(&mut p).insert(
+                        "resourceVersion".into(),
+                        json!(event.revision().to_string()),
+                    );
+                    ("DELETED", p)
+                }),
                 _ => None,
             }
         }

@@ -159,6 +159,30 @@ fn namespaces_and_configmaps(backend: Backend) {
     );
     assert!(err.contains("namespaces \"nowhere\" not found"), "{err}");
 
+    // The namespace finalizer cannot be patched away: deleting still empties the namespace.
+    s.ok(
+        "",
+        &[
+            "patch",
+            "namespace",
+            "prod",
+            "--type=merge",
+            "-p",
+            r#"{"spec":null}"#,
+        ],
+    );
+    let finalizers = s.ok(
+        "",
+        &[
+            "get",
+            "namespace",
+            "prod",
+            "-o",
+            "jsonpath={.spec.finalizers}",
+        ],
+    );
+    assert!(finalizers.contains("kubernetes"), "{finalizers}");
+
     // Deleting a namespace empties it, then removes it.
     s.ok(
         "",
@@ -350,6 +374,11 @@ fn bad_input_is_refused_and_changes_nothing(backend: Backend) {
         err.contains("Conflict") && err.contains("modified"),
         "{err}"
     );
+    // So does a patch carrying a stale resourceVersion.
+    let stale_rv = current["metadata"]["resourceVersion"].as_str().unwrap();
+    let patch = format!(r#"{{"metadata":{{"resourceVersion":"{stale_rv}"}},"data":{{"a":"9"}}}}"#);
+    let err = s.fails("", &["patch", "cm", "cm", "--type=merge", "-p", &patch]);
+    assert!(err.contains("Conflict"), "{err}");
     let err = s.fails("1.31", &["create", "configmap", "cm", "--from-literal=a=2"]);
     assert!(err.contains("already exists"), "{err}");
 

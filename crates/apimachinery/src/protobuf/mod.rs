@@ -15,6 +15,10 @@ use serde_json::{Map, Value};
 
 const MAGIC: &[u8] = b"k8s\0";
 
+/// Deeper messages are refused: some types contain themselves (JSONSchemaProps), and a
+/// hostile body must not exhaust the stack. Kubernetes objects nest far less.
+const MAX_DEPTH: usize = 64;
+
 #[derive(Deserialize)]
 struct Schema {
     messages: HashMap<String, Vec<(u32, String, String, bool)>>,
@@ -57,7 +61,7 @@ pub fn decode_object(body: &[u8]) -> Result<Value, String> {
     let envelope = body
         .strip_prefix(MAGIC)
         .ok_or("not a Kubernetes protobuf body (no k8s magic)")?;
-    let unknown = decode_message(envelope, "apimachinery.pkg.runtime.Unknown")?;
+    let unknown = decode_message(envelope, "apimachinery.pkg.runtime.Unknown", 0)?;
     let api_version = unknown
         .pointer("/typeMeta/apiVersion")
         .and_then(Value::as_str)
@@ -77,7 +81,7 @@ pub fn decode_object(body: &[u8]) -> Result<Value, String> {
         .unwrap_or_default();
     let (group, version) = api_version.rsplit_once('/').unwrap_or(("", &api_version));
     let message = format!("{}.{version}.{kind}", module(group));
-    let mut object = decode_message(&raw, &message)?;
+    let mut object = decode_message(&raw, &message, 0)?;
     let obj = object
         .as_object_mut()
         .ok_or("the object is not a message")?;
@@ -119,7 +123,10 @@ enum Wire<'a> {
     Bytes(&'a [u8]),
 }
 
-fn decode_message(buf: &[u8], message: &str) -> Result<Value, String> {
+fn decode_message(buf: &[u8], message: &str, depth: usize) -> Result<Value, String> {
+    if depth > MAX_DEPTH {
+        return Err(format!("objects nest more than {MAX_DEPTH} levels deep"));
+    }
     let fields = schema()
         .get(message)
         .ok_or_else(|| format!("unknown protobuf message {message}"))?;
@@ -148,7 +155,7 @@ fn decode_message(buf: &[u8], message: &str) -> Result<Value, String> {
                     "{message}.{json}: a map entry must be length-delimited"
                 ));
             };
-            let (k, v) = map_entry(entry, value_type)?;
+            let (k, v) = map_entry(entry, value_type, depth)?;
             let map = out
                 .entry(json.clone())
                 .or_insert_with(|| Value::Object(Map::new()));
@@ -157,7 +164,7 @@ fn decode_message(buf: &[u8], message: &str) -> Result<Value, String> {
             }
             continue;
         }
-        let values = scalar_or_message(wire, ty, *repeated)?;
+        let values = scalar_or_message(wire, ty, *repeated, depth)?;
         if *repeated {
             let list = out
                 .entry(json.clone())
@@ -181,7 +188,12 @@ fn decode_message(buf: &[u8], message: &str) -> Result<Value, String> {
 }
 
 /// Values of one field occurrence: several for a packed repeated scalar.
-fn scalar_or_message(wire: Wire<'_>, ty: &str, repeated: bool) -> Result<Vec<Value>, String> {
+fn scalar_or_message(
+    wire: Wire<'_>,
+    ty: &str,
+    repeated: bool,
+    depth: usize,
+) -> Result<Vec<Value>, String> {
     let one = |v: Value| Ok(vec![v]);
     match (ty, wire) {
         ("string", Wire::Bytes(b)) => one(Value::String(
@@ -201,7 +213,7 @@ fn scalar_or_message(wire: Wire<'_>, ty: &str, repeated: bool) -> Result<Vec<Val
                 .map_or(Value::Null, Value::Number))
         }
         (t, Wire::Bytes(b)) if t.starts_with("message:") => {
-            one(decode_message(b, &t["message:".len()..])?)
+            one(decode_message(b, &t["message:".len()..], depth + 1)?)
         }
         // A packed repeated scalar: every value in one length-delimited field.
         (t, Wire::Bytes(b)) if repeated => {
@@ -214,7 +226,7 @@ fn scalar_or_message(wire: Wire<'_>, ty: &str, repeated: bool) -> Result<Vec<Val
                     }
                     _ => Wire::Varint(r.varint()?),
                 };
-                values.extend(scalar_or_message(wire, t, false)?);
+                values.extend(scalar_or_message(wire, t, false, depth)?);
             }
             Ok(values)
         }
@@ -222,7 +234,7 @@ fn scalar_or_message(wire: Wire<'_>, ty: &str, repeated: bool) -> Result<Vec<Val
     }
 }
 
-fn map_entry(entry: &[u8], value_type: &str) -> Result<(String, Value), String> {
+fn map_entry(entry: &[u8], value_type: &str, depth: usize) -> Result<(String, Value), String> {
     let mut r = Reader { buf: entry };
     let (mut key, mut value) = (String::new(), Value::Null);
     while !r.buf.is_empty() {
@@ -242,7 +254,7 @@ fn map_entry(entry: &[u8], value_type: &str) -> Result<(String, Value), String> 
                     "bytes" => {
                         Value::String(base64::engine::general_purpose::STANDARD.encode(bytes))
                     }
-                    t => decode_message(bytes, t.strip_prefix("message:").unwrap_or(t))?,
+                    t => decode_message(bytes, t.strip_prefix("message:").unwrap_or(t), depth + 1)?,
                 }
             }
             _ => {}
@@ -345,6 +357,41 @@ mod tests {
                 "metadata": {"name": "prod", "labels": {"a": "b"}},
             })
         );
+    }
+
+    #[test]
+    fn deep_nesting_is_refused() {
+        // JsonSchemaProps.not (tag 28) holds another JsonSchemaProps, 200 levels deep.
+        let mut inner: Vec<u8> = Vec::new();
+        for _ in 0..200 {
+            let mut field = vec![0xE2, 0x01];
+            let mut len = inner.len();
+            loop {
+                let b = (len & 0x7f) as u8;
+                len >>= 7;
+                field.push(if len > 0 { b | 0x80 } else { b });
+                if len == 0 {
+                    break;
+                }
+            }
+            field.extend_from_slice(&inner);
+            inner = field;
+        }
+        let type_meta = [ld(1, b"apiextensions.k8s.io/v1"), ld(2, b"JsonSchemaProps")].concat();
+        let mut raw = vec![0x12];
+        let mut len = inner.len();
+        loop {
+            let b = (len & 0x7f) as u8;
+            len >>= 7;
+            raw.push(if len > 0 { b | 0x80 } else { b });
+            if len == 0 {
+                break;
+            }
+        }
+        raw.extend_from_slice(&inner);
+        let body = [MAGIC, &ld(1, &type_meta), &raw].concat();
+        let e = decode_object(&body).unwrap_err();
+        assert!(e.contains("nest"), "{e}");
     }
 
     #[test]
