@@ -2,6 +2,7 @@
 //! (`registry`), the generic REST verbs (`rest`, `watch`), discovery, authentication and TLS.
 //! It serves the federation API, and the API of the local member clusters.
 
+pub mod admission;
 pub mod auth;
 pub mod discovery;
 pub mod namespaces;

@@ -8,6 +8,9 @@ use anyhow::Context;
 use clap::Parser;
 use fellowship_storage::{EmbeddedConfig, EtcdConfig, Store, StoreConfig};
 
+use fellowship_apimachinery::ResourceKind;
+
+use crate::admission;
 use crate::auth::Authenticator;
 use crate::tls::TlsOptions;
 
@@ -65,6 +68,18 @@ pub struct Options {
     /// The embedded store's data directory.
     #[arg(long, default_value = "/var/lib/fellowship/apiserver")]
     pub data_dir: PathBuf,
+    /// Admission plugins to turn on besides the defaults (NamespaceLifecycle).
+    #[arg(long, value_delimiter = ',')]
+    pub enable_admission_plugins: Vec<String>,
+    /// Admission plugins to turn off.
+    #[arg(long, value_delimiter = ',')]
+    pub disable_admission_plugins: Vec<String>,
+    /// The older form: exactly these admission plugins.
+    #[arg(long, value_delimiter = ',')]
+    pub admission_control: Vec<String>,
+    /// An AdmissionConfiguration (YAML or JSON) with each plugin's configuration.
+    #[arg(long)]
+    pub admission_control_config_file: Option<PathBuf>,
     /// How long events are kept.
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     pub event_ttl: Duration,
@@ -157,6 +172,20 @@ impl Options {
         Ok(auth)
     }
 
+    /// The admission chain the flags ask for.
+    pub fn admission(&self, namespaces: Arc<ResourceKind>) -> anyhow::Result<admission::Chain> {
+        if let Some(path) = &self.admission_control_config_file {
+            // Parsed now so that a bad file stops the server at start, not at a request.
+            admission::read_config(path)?;
+        }
+        admission::chain(
+            &self.admission_control,
+            &self.enable_admission_plugins,
+            &self.disable_admission_plugins,
+            namespaces,
+        )
+    }
+
     pub fn tls(&self) -> TlsOptions {
         TlsOptions {
             cert_file: self.tls_cert_file.clone(),
@@ -192,6 +221,44 @@ mod tests {
         assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("5x").is_err());
+    }
+
+    #[test]
+    fn admission_flags() {
+        let ns = Arc::new(crate::registry::federation().remove(0));
+        let parse = |args: &[&str]| {
+            let mut all = vec!["federation-apiserver"];
+            all.extend(args);
+            Options::try_parse_from(all).unwrap().admission(ns.clone())
+        };
+        assert_eq!(parse(&[]).unwrap().names(), ["NamespaceLifecycle"]);
+        assert!(
+            parse(&["--disable-admission-plugins=NamespaceLifecycle"])
+                .unwrap()
+                .names()
+                .is_empty()
+        );
+        assert!(parse(&["--admission-control=Initializers"]).is_err());
+        let Err(e) = parse(&["--enable-admission-plugins=NoSuchPlugin"]) else {
+            panic!("an unknown plugin was accepted");
+        };
+        assert!(e.to_string().contains("unknown admission plugin"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            dir.path().join("policy.yml"),
+            "kubeconfig: /etc/opa\nretryBackoff: 100\n",
+        )
+        .unwrap();
+        std::fs::write(&config, "apiVersion: apiserver.k8s.io/v1alpha1\nkind: AdmissionConfiguration\nplugins:\n- name: SchedulingPolicy\n  path: policy.yml\n").unwrap();
+        let read = admission::read_config(&config).unwrap();
+        assert_eq!(read["SchedulingPolicy"]["retryBackoff"], 100);
+        std::fs::write(
+            &config,
+            "kind: AdmissionConfiguration\nplugins:\n- name: Bogus\n",
+        )
+        .unwrap();
+        assert!(admission::read_config(&config).is_err());
     }
 
     #[test]

@@ -14,6 +14,7 @@ use fellowship_apimachinery::{ApiError, ResourceKind, meta};
 use fellowship_storage::{Error as StoreError, KeyValue, ListOptions, Revision, Store};
 use serde_json::{Value, json};
 
+use crate::admission;
 use crate::objects::{self, check_type, decode, encode, present};
 use crate::reply::{Item, Reply};
 use crate::validate;
@@ -36,6 +37,7 @@ pub struct Rest {
     pub namespaces: Arc<ResourceKind>,
     /// How long events live (`--event-ttl`).
     pub event_ttl: std::time::Duration,
+    pub admission: Arc<admission::Chain>,
 }
 
 impl Rest {
@@ -244,9 +246,9 @@ impl Rest {
         validate::prepare_create(kind, &mut object);
         let name = meta::name(&object).to_string();
         validate_object(kind, &object)?;
-        if kind.namespaced() {
-            self.namespace_accepts_creates(&t.namespace).await?;
-        }
+        self.admit(admission::Operation::Create, t, &mut object)
+            .await?;
+        validate_object(kind, &object)?;
         if dry_run(query)? {
             return Ok(Reply::object(StatusCode::CREATED, object));
         }
@@ -259,22 +261,19 @@ impl Rest {
         Ok(Reply::object(StatusCode::CREATED, present(&kv, kind)?))
     }
 
-    /// NamespaceLifecycle admission: no creates in a missing or terminating namespace.
-    async fn namespace_accepts_creates(&self, namespace: &str) -> Result<(), ApiError> {
-        let ns = &self.namespaces;
-        let kv = self
-            .store
-            .get(&ns.key("", namespace))
-            .await
-            .map_err(|e| store_error(e, ns, namespace))?
-            .ok_or_else(|| ApiError::not_found(ns.group_resource(), namespace))?;
-        let object = present(&kv, ns)?;
-        if object.pointer("/status/phase").and_then(Value::as_str) == Some("Terminating") {
-            return Err(ApiError::forbidden(format!(
-                "unable to create new content in namespace {namespace} because it is being terminated"
-            )));
-        }
-        Ok(())
+    async fn admit(
+        &self,
+        operation: admission::Operation,
+        t: &Target,
+        object: &mut Value,
+    ) -> Result<(), ApiError> {
+        let mut request = admission::Request {
+            operation,
+            kind: &t.kind,
+            namespace: &t.namespace,
+            object,
+        };
+        self.admission.admit(&*self.store, &mut request).await
     }
 
     pub async fn update(&self, t: &Target, query: &Query, body: &[u8]) -> Result<Reply, ApiError> {
@@ -397,6 +396,9 @@ impl Rest {
             }
             check_type(&mut object, kind)?;
             merge_server_fields(kind, t.subresource.as_deref(), &current, &mut object)?;
+            validate_object(kind, &object)?;
+            self.admit(admission::Operation::Update, t, &mut object)
+                .await?;
             validate_object(kind, &object)?;
             if dry_run(query)? {
                 return Ok(Reply::object(StatusCode::OK, object));

@@ -53,6 +53,7 @@ impl App {
             registry,
             rest: Rest {
                 store,
+                admission: Arc::new(crate::admission::chain(&[], &[], &[], namespaces.clone())?),
                 namespaces,
                 event_ttl: Duration::from_secs(3600),
             },

@@ -761,3 +761,33 @@ fn apply_patch_and_scale(backend: Backend) {
     assert_eq!(scale["kind"], "Scale");
     assert_eq!(scale["status"]["selector"], "app=web");
 }
+
+/// Bad flags stop the server at start with one clear line and a non-zero exit.
+#[test]
+fn bad_flags_are_one_clear_error() {
+    for (args, expected) in [
+        (vec!["--no-such-flag"], "--no-such-flag"),
+        (
+            vec!["--enable-admission-plugins=Nope"],
+            "unknown admission plugin \"Nope\"",
+        ),
+        (vec!["--authorization-mode=RBAC"], "RBAC"),
+        (vec!["--event-ttl=0s"], "must be positive"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_federation-apiserver"))
+            .args(&args)
+            .arg(format!("--cert-dir={}", dir.path().join("certs").display()))
+            .arg(format!("--data-dir={}", dir.path().join("data").display()))
+            .arg("--secure-port=1")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} started");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expected), "{args:?}: {err}");
+        assert!(
+            !dir.path().join("data").exists(),
+            "{args:?} created the store"
+        );
+    }
+}

@@ -29,15 +29,20 @@ async fn main() {
 
 async fn run(options: Options) -> anyhow::Result<()> {
     let started = Instant::now();
+    // Configuration errors first, before anything is created on disk.
+    let registry = registry::Registry::new(registry::federation());
+    let namespaces = registry
+        .get("", "v1", "namespaces")
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("the registry must serve namespaces"))?;
+    let admission = options.admission(namespaces)?;
+    let auth = options.authenticator()?;
     let tls = tls::server_config(&options.tls())?;
     let store = options.open_store().await?;
-    let mut app = App::new(
-        registry::Registry::new(registry::federation()),
-        store,
-        options.authenticator()?,
-        options.advertise(),
-    )?;
+    let mut app = App::new(registry, store, auth, options.advertise())?;
     app.rest.event_ttl = options.event_ttl;
+    app.rest.admission = Arc::new(admission);
+    tracing::info!(plugins = ?app.rest.admission.names(), "admission");
     app.ensure_namespaces(&["default"]).await?;
     let addr = format!("{}:{}", options.bind_address, options.secure_port);
     let listener = tokio::net::TcpListener::bind(&addr)
