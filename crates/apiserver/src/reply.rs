@@ -165,38 +165,197 @@ fn plural_of(object: &Value) -> &'static str {
     match object.get("kind").and_then(Value::as_str) {
         Some("Cluster") => "clusters",
         Some("Namespace") => "namespaces",
+        Some("ConfigMap") => "configmaps",
+        Some("Secret") => "secrets",
+        Some("Service") => "services",
+        Some("Deployment") => "deployments",
+        Some("ReplicaSet") => "replicasets",
+        Some("DaemonSet") => "daemonsets",
+        Some("Job") => "jobs",
+        Some("HorizontalPodAutoscaler") => "horizontalpodautoscalers",
+        Some("Ingress") => "ingresses",
+        Some("Lease") => "leases",
         _ => "",
+    }
+}
+
+/// The columns between NAME and AGE that `kubectl get` shows for each type.
+fn columns(plural: &str) -> &'static [&'static str] {
+    match plural {
+        "clusters" | "namespaces" => &["Status"],
+        "configmaps" => &["Data"],
+        "secrets" => &["Type", "Data"],
+        "services" => &["Type", "Cluster-IP", "External-IP", "Port(s)"],
+        "deployments" => &["Ready", "Up-to-date", "Available"],
+        "replicasets" => &["Desired", "Current", "Ready"],
+        "daemonsets" => &["Desired", "Current", "Ready", "Up-to-date", "Available"],
+        "jobs" => &["Completions"],
+        "horizontalpodautoscalers" => &["Reference", "MinPods", "MaxPods", "Replicas"],
+        "ingresses" => &["Hosts", "Address"],
+        "leases" => &["Holder"],
+        _ => &[],
+    }
+}
+
+fn cells(plural: &str, item: &Value) -> Vec<Value> {
+    let s = |path: &str| {
+        item.pointer(path)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    let n = |path: &str| item.pointer(path).and_then(Value::as_i64).unwrap_or(0);
+    let count = |path: &str| {
+        item.pointer(path)
+            .and_then(Value::as_object)
+            .map_or(0, |m| m.len())
+    };
+    let or_none = |v: String| {
+        if v.is_empty() {
+            "<none>".to_string()
+        } else {
+            v
+        }
+    };
+    match plural {
+        "clusters" => vec![json!(cluster_status(item))],
+        "namespaces" => vec![json!(s("/status/phase"))],
+        "configmaps" => vec![json!(count("/data") + count("/binaryData"))],
+        "secrets" => vec![json!(s("/type")), json!(count("/data"))],
+        "services" => {
+            let ingress: Vec<String> = item
+                .pointer("/status/loadBalancer/ingress")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|i| i.get("ip").or(i.get("hostname")).and_then(Value::as_str))
+                        .map(String::from)
+                        .collect()
+                })
+                .unwrap_or_default();
+            let external = match (ingress.is_empty(), s("/spec/type").as_str()) {
+                (false, _) => ingress.join(","),
+                (true, "LoadBalancer") => "<pending>".into(),
+                _ => "<none>".into(),
+            };
+            let ports: Vec<String> = item
+                .pointer("/spec/ports")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .map(|p| {
+                            let port = p.get("port").and_then(Value::as_i64).unwrap_or(0);
+                            let proto = p.get("protocol").and_then(Value::as_str).unwrap_or("TCP");
+                            match p.get("nodePort").and_then(Value::as_i64).filter(|n| *n > 0) {
+                                Some(node) => format!("{port}:{node}/{proto}"),
+                                None => format!("{port}/{proto}"),
+                            }
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            vec![
+                json!(s("/spec/type")),
+                json!(or_none(s("/spec/clusterIP"))),
+                json!(external),
+                json!(or_none(ports.join(","))),
+            ]
+        }
+        "deployments" => vec![
+            json!(format!(
+                "{}/{}",
+                n("/status/readyReplicas"),
+                n("/spec/replicas")
+            )),
+            json!(n("/status/updatedReplicas")),
+            json!(n("/status/availableReplicas")),
+        ],
+        "replicasets" => vec![
+            json!(n("/spec/replicas")),
+            json!(n("/status/replicas")),
+            json!(n("/status/readyReplicas")),
+        ],
+        "daemonsets" => vec![
+            json!(n("/status/desiredNumberScheduled")),
+            json!(n("/status/currentNumberScheduled")),
+            json!(n("/status/numberReady")),
+            json!(n("/status/updatedNumberScheduled")),
+            json!(n("/status/numberAvailable")),
+        ],
+        "jobs" => {
+            let completions = item
+                .pointer("/spec/completions")
+                .and_then(Value::as_i64)
+                .unwrap_or(1);
+            vec![json!(format!("{}/{completions}", n("/status/succeeded")))]
+        }
+        "horizontalpodautoscalers" => vec![
+            json!(format!(
+                "{}/{}",
+                s("/spec/scaleTargetRef/kind"),
+                s("/spec/scaleTargetRef/name")
+            )),
+            json!(
+                item.pointer("/spec/minReplicas")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(1)
+            ),
+            json!(n("/spec/maxReplicas")),
+            json!(n("/status/currentReplicas")),
+        ],
+        "ingresses" => {
+            let hosts: Vec<&str> = item
+                .pointer("/spec/rules")
+                .and_then(Value::as_array)
+                .map(|r| {
+                    r.iter()
+                        .filter_map(|r| r.get("host").and_then(Value::as_str))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let address: Vec<&str> = item
+                .pointer("/status/loadBalancer/ingress")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|i| i.get("ip").and_then(Value::as_str))
+                        .collect()
+                })
+                .unwrap_or_default();
+            vec![
+                json!(if hosts.is_empty() {
+                    "*".to_string()
+                } else {
+                    hosts.join(",")
+                }),
+                json!(address.join(",")),
+            ]
+        }
+        "leases" => vec![json!(or_none(s("/spec/holderIdentity")))],
+        _ => Vec::new(),
     }
 }
 
 /// A `meta.k8s.io/v1` Table of `items`, with the columns kubectl users know for the type.
 pub fn to_table(plural: &str, items: &[Value], metadata: Value) -> Value {
-    let mut columns = vec![column(
+    let mut columns_json = vec![column(
         "Name",
         "name",
         "Name must be unique within a namespace.",
     )];
-    if matches!(plural, "clusters" | "namespaces") {
-        columns.push(column("Status", "", "The status of the object."));
+    for c in columns(plural) {
+        columns_json.push(column(c, "", ""));
     }
-    columns.push(column("Age", "", "The time since the object was created."));
+    columns_json.push(column("Age", "", "The time since the object was created."));
     let now = jiff::Timestamp::now();
     let rows: Vec<Value> = items
         .iter()
         .map(|item| {
-            let mut cells = vec![json!(meta::name(item))];
-            match plural {
-                "clusters" => cells.push(json!(cluster_status(item))),
-                "namespaces" => cells.push(json!(
-                    item.pointer("/status/phase")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                )),
-                _ => {}
-            }
-            cells.push(json!(age(item, now)));
+            let mut row = vec![json!(meta::name(item))];
+            row.extend(cells(plural, item));
+            row.push(json!(age(item, now)));
             json!({
-                "cells": cells,
+                "cells": row,
                 "object": {
                     "kind": "PartialObjectMetadata",
                     "apiVersion": "meta.k8s.io/v1",
@@ -209,7 +368,7 @@ pub fn to_table(plural: &str, items: &[Value], metadata: Value) -> Value {
         "kind": "Table",
         "apiVersion": "meta.k8s.io/v1",
         "metadata": metadata,
-        "columnDefinitions": columns,
+        "columnDefinitions": columns_json,
         "rows": rows,
     })
 }

@@ -569,6 +569,36 @@ fn guide_manifests_and_explain(backend: Backend) {
         ],
     );
     assert_eq!(via_ext, "extensions/v1beta1");
+    let words = |out: &str, line: usize| -> Vec<String> {
+        out.lines()
+            .nth(line)
+            .unwrap()
+            .split_whitespace()
+            .map(String::from)
+            .collect()
+    };
+    let svc = s.ok("", &["get", "services"]);
+    assert_eq!(
+        words(&svc, 0),
+        [
+            "NAME",
+            "TYPE",
+            "CLUSTER-IP",
+            "EXTERNAL-IP",
+            "PORT(S)",
+            "AGE"
+        ]
+    );
+    assert_eq!(
+        words(&svc, 1)[..5],
+        ["nginx", "LoadBalancer", "<none>", "<pending>", "80/TCP"]
+    );
+    let rs = s.ok("1.27", &["get", "replicasets"]);
+    assert_eq!(
+        words(&rs, 0),
+        ["NAME", "DESIRED", "CURRENT", "READY", "AGE"]
+    );
+    assert_eq!(words(&rs, 1)[..4], ["nginx-apps", "2", "0", "0"]);
     let described = s.ok("", &["describe", "services", "nginx"]);
     assert!(
         described.contains("nginx") && described.contains("LoadBalancer"),
