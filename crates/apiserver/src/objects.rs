@@ -22,8 +22,16 @@ pub fn decode(body: &[u8]) -> Result<Value, ApiError> {
         return protobuf::decode_object(body)
             .map_err(|e| ApiError::bad_request(format!("the protobuf body is invalid: {e}")));
     }
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?;
+    // JSON, or YAML (application/yaml) for a body that does not open with a brace.
+    let value: Value = if body.trim_ascii_start().starts_with(b"{") {
+        serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?
+    } else {
+        let text = std::str::from_utf8(body)
+            .map_err(|_| ApiError::bad_request("the body is neither JSON nor UTF-8 YAML"))?;
+        serde_saphyr::from_str(text)
+            .map_err(|e| ApiError::bad_request(format!("the body is not valid YAML: {e}")))?
+    };
     if !value.is_object() {
         return Err(ApiError::bad_request("the body must be a JSON object"));
     }
@@ -152,6 +160,18 @@ mod tests {
     use super::*;
     use crate::registry::{Registry, federation};
     use serde_json::json;
+
+    #[test]
+    fn json_and_yaml_bodies() {
+        let yaml = b"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\ndata:\n  on: \"yes\"\n";
+        let v = decode(yaml).unwrap();
+        assert_eq!(v["metadata"]["name"], "a");
+        assert_eq!(v["data"]["on"], "yes");
+        assert_eq!(decode(br#" {"a": 1}"#).unwrap()["a"], 1);
+        assert_eq!(decode(b"{bad").unwrap_err().code, 400);
+        assert_eq!(decode(b"- a\n- b\n").unwrap_err().code, 400);
+        assert_eq!(decode(b"key: [unclosed").unwrap_err().code, 400);
+    }
 
     #[test]
     fn raw_presentation_equals_parsed() {
