@@ -80,6 +80,10 @@ pub struct Options {
     /// An AdmissionConfiguration (YAML or JSON) with each plugin's configuration.
     #[arg(long)]
     pub admission_control_config_file: Option<PathBuf>,
+    /// Turns group/versions (or single resources) on and off: `api/all=true`,
+    /// `batch/v1=false`, `extensions/v1beta1/deployments=false`. All are on by default.
+    #[arg(long, value_delimiter = ',')]
+    pub runtime_config: Vec<String>,
     /// How long events are kept.
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     pub event_ttl: Duration,
@@ -172,6 +176,54 @@ impl Options {
         Ok(auth)
     }
 
+    /// The served resources: the federation API less what `--runtime-config` turns off.
+    pub fn resources(&self) -> anyhow::Result<Vec<ResourceKind>> {
+        let mut all = true;
+        let mut versions: Vec<(String, bool)> = Vec::new();
+        let mut resources: Vec<(String, bool)> = Vec::new();
+        for entry in &self.runtime_config {
+            let (key, value) = entry.split_once('=').unwrap_or((entry, "true"));
+            let on = match value {
+                "true" => true,
+                "false" => false,
+                v => anyhow::bail!("--runtime-config {entry:?}: {v:?} is not true or false"),
+            };
+            match key.split('/').collect::<Vec<_>>().as_slice() {
+                ["api", "all"] => all = on,
+                ["api", "v1"] => versions.push(("v1".into(), on)),
+                [g, v] => versions.push((format!("{g}/{v}"), on)),
+                ["api", "v1", r] => resources.push((format!("v1/{r}"), on)),
+                [g, v, r] => resources.push((format!("{g}/{v}/{r}"), on)),
+                _ => anyhow::bail!(
+                    "--runtime-config {entry:?}: expected group/version[/resource]=true|false"
+                ),
+            }
+        }
+        let known = crate::registry::federation();
+        for (name, _) in versions.iter().chain(&resources) {
+            let exists = known.iter().any(|k| {
+                let gv = k.api_version();
+                *name == gv || *name == format!("{gv}/{}", k.plural)
+            });
+            anyhow::ensure!(exists, "--runtime-config: this server serves no {name}");
+        }
+        let setting = |list: &[(String, bool)], name: String| {
+            list.iter()
+                .rev()
+                .find(|(n, _)| *n == name)
+                .map(|(_, on)| *on)
+        };
+        Ok(known
+            .into_iter()
+            .filter(|k| {
+                let gv = k.api_version();
+                setting(&resources, format!("{gv}/{}", k.plural))
+                    .or_else(|| setting(&versions, gv))
+                    .unwrap_or(all)
+            })
+            .collect())
+    }
+
     /// The admission chain the flags ask for.
     pub fn admission(&self, namespaces: Arc<ResourceKind>) -> anyhow::Result<admission::Chain> {
         if let Some(path) = &self.admission_control_config_file {
@@ -259,6 +311,38 @@ mod tests {
         )
         .unwrap();
         assert!(admission::read_config(&config).is_err());
+    }
+
+    #[test]
+    fn runtime_config() {
+        let served = |args: &[&str]| {
+            let mut all = vec!["federation-apiserver"];
+            all.extend(args);
+            Options::try_parse_from(all)
+                .unwrap()
+                .resources()
+                .map(|kinds| {
+                    kinds
+                        .iter()
+                        .map(|k| format!("{}/{}", k.api_version(), k.plural))
+                        .collect::<Vec<_>>()
+                })
+        };
+        assert!(served(&[]).unwrap().contains(&"batch/v1/jobs".to_string()));
+        let off = served(&["--runtime-config=batch/v1=false,extensions/v1beta1/deployments=false"])
+            .unwrap();
+        assert!(!off.contains(&"batch/v1/jobs".to_string()));
+        assert!(!off.contains(&"extensions/v1beta1/deployments".to_string()));
+        assert!(off.contains(&"extensions/v1beta1/replicasets".to_string()));
+        let only = served(&["--runtime-config=api/all=false,api/v1=true,federation/v1beta1=true"])
+            .unwrap();
+        assert!(
+            only.iter()
+                .all(|r| r.starts_with("v1/") || r.starts_with("federation/")),
+            "{only:?}"
+        );
+        assert!(served(&["--runtime-config=nosuch/v1=true"]).is_err());
+        assert!(served(&["--runtime-config=batch/v1=maybe"]).is_err());
     }
 
     #[test]

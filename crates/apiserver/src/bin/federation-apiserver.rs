@@ -30,7 +30,7 @@ async fn main() {
 async fn run(options: Options) -> anyhow::Result<()> {
     let started = Instant::now();
     // Configuration errors first, before anything is created on disk.
-    let registry = registry::Registry::new(registry::federation());
+    let registry = registry::Registry::new(options.resources()?);
     let namespaces = registry
         .get("", "v1", "namespaces")
         .cloned()
