@@ -41,6 +41,27 @@ fn merges_as_set(field: &str) -> bool {
     matches!(field, "finalizers")
 }
 
+/// How a list field merges.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListKind {
+    /// Element by element, matched on this key.
+    Keyed(&'static str),
+    /// As a set of scalars.
+    Set,
+    /// Replaced whole.
+    Atomic,
+}
+
+pub fn list_kind(field: &str, elements: &[Value]) -> ListKind {
+    if merges_as_set(field) {
+        ListKind::Set
+    } else if let Some(key) = merge_key(field, elements) {
+        ListKind::Keyed(key)
+    } else {
+        ListKind::Atomic
+    }
+}
+
 pub fn strategic_merge(original: &Value, patch: &Value) -> Result<Value, String> {
     match (original, patch) {
         (Value::Object(o), Value::Object(p)) => merge_map(o, p).map(Value::Object),

@@ -18,6 +18,7 @@ use crate::admission;
 use crate::objects::{self, check_type, decode, encode, present};
 use crate::reply::{Item, Reply};
 use crate::validate;
+use fellowship_apimachinery::managed;
 
 /// What a resource path names.
 #[derive(Clone)]
@@ -203,8 +204,18 @@ impl Rest {
     }
 
     pub async fn create(&self, t: &Target, query: &Query, body: &[u8]) -> Result<Reply, ApiError> {
+        self.create_as(t, query, decode(body)?, Ownership::Update)
+            .await
+    }
+
+    async fn create_as(
+        &self,
+        t: &Target,
+        query: &Query,
+        mut object: Value,
+        ownership: Ownership,
+    ) -> Result<Reply, ApiError> {
         let kind = &t.kind;
-        let mut object = decode(body)?;
         check_type(&mut object, kind)?;
         let m = meta::metadata_mut(&mut object);
         if !kind.namespaced() {
@@ -244,6 +255,16 @@ impl Rest {
             meta::metadata_mut(&mut object).insert("generation".into(), json!(1));
         }
         validate::prepare_create(kind, &mut object);
+        if ownership == Ownership::Update {
+            meta::metadata_mut(&mut object).remove("managedFields");
+            managed::record_update(
+                None,
+                &mut object,
+                field_manager(query),
+                &kind.api_version(),
+                &meta::now(),
+            );
+        }
         let name = meta::name(&object).to_string();
         validate_object(kind, &object)?;
         self.admit(admission::Operation::Create, t, &mut object)
@@ -306,8 +327,72 @@ impl Rest {
         headers: &HeaderMap,
         body: &[u8],
     ) -> Result<Reply, ApiError> {
+        if content_type(headers) == "application/apply-patch+yaml" {
+            return self.server_side_apply(t, query, body).await;
+        }
         let apply = patcher(headers, body)?;
         self.write(t, query, String::new(), apply).await
+    }
+
+    /// Server-side apply: the configuration's fields become the manager's, over the live
+    /// object or as a new one; fields others set to other values conflict unless `force`.
+    async fn server_side_apply(
+        &self,
+        t: &Target,
+        query: &Query,
+        body: &[u8],
+    ) -> Result<Reply, ApiError> {
+        let kind = &t.kind;
+        let Some(manager) = query.get("fieldManager").filter(|m| !m.is_empty()) else {
+            return Err(ApiError::invalid(
+                "PatchOptions",
+                "meta.k8s.io",
+                "",
+                vec![fellowship_apimachinery::Cause::required("fieldManager")],
+            ));
+        };
+        let force = query.get("force").map(String::as_str) == Some("true");
+        let mut config = decode(body)?;
+        check_type(&mut config, kind)?;
+        let config_name = meta::name(&config);
+        if config_name != t.name {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({config_name}) does not match the name on the URL ({})",
+                t.name
+            )));
+        }
+        let api_version = kind.api_version();
+        let applied = |live: Option<&Value>| {
+            managed::apply(live, &config, manager, &api_version, force, &meta::now())
+                .map_err(|conflicts| apply_conflict(kind, &t.name, conflicts))
+        };
+        let main = Target {
+            subresource: None,
+            ..t.clone()
+        };
+        match self.read(&main).await {
+            Err(e) if e.code == 404 && t.subresource.is_none() => {
+                let object = applied(None)?;
+                match self
+                    .create_as(&main, query, object, Ownership::Applied)
+                    .await
+                {
+                    // Another writer created it first: apply over theirs.
+                    Err(e) if e.code == 409 => {}
+                    other => return other,
+                }
+            }
+            Err(e) => return Err(e),
+            Ok(_) => {}
+        }
+        self.write_as(
+            t,
+            query,
+            String::new(),
+            |current| applied(Some(current)),
+            Ownership::Applied,
+        )
+        .await
     }
 
     /// The `scale` subresource: an `autoscaling/v1` Scale view of `spec.replicas`.
@@ -378,6 +463,20 @@ impl Rest {
         precondition: String,
         change: impl Fn(&Value) -> Result<Value, ApiError>,
     ) -> Result<Reply, ApiError> {
+        self.write_as(t, query, precondition, change, Ownership::Update)
+            .await
+    }
+
+    /// [`Rest::write`], saying how field ownership is recorded: as an update by the request's
+    /// field manager, or as already done by a server-side apply.
+    async fn write_as(
+        &self,
+        t: &Target,
+        query: &Query,
+        precondition: String,
+        change: impl Fn(&Value) -> Result<Value, ApiError>,
+        ownership: Ownership,
+    ) -> Result<Reply, ApiError> {
         let kind = &t.kind;
         loop {
             let kv = self.read(t).await?;
@@ -396,6 +495,22 @@ impl Rest {
             }
             check_type(&mut object, kind)?;
             merge_server_fields(kind, t.subresource.as_deref(), &current, &mut object)?;
+            if ownership == Ownership::Update {
+                // managedFields are the server's: kept from the stored object, then updated.
+                let owned = current.pointer("/metadata/managedFields").cloned();
+                let m = meta::metadata_mut(&mut object);
+                match owned {
+                    Some(o) => m.insert("managedFields".into(), o),
+                    None => m.remove("managedFields"),
+                };
+                managed::record_update(
+                    Some(&current),
+                    &mut object,
+                    field_manager(query),
+                    &kind.api_version(),
+                    &meta::now(),
+                );
+            }
             validate_object(kind, &object)?;
             self.admit(admission::Operation::Update, t, &mut object)
                 .await?;
@@ -554,6 +669,14 @@ impl Rest {
         body: Bytes,
     ) -> Result<Reply, ApiError> {
         let watching = matches!(query.get("watch").map(String::as_str), Some("true" | "1"));
+        let mut query = query.clone();
+        if query.get("fieldManager").is_none_or(|m| m.is_empty())
+            && let Some(agent) = headers.get("user-agent").and_then(|a| a.to_str().ok())
+        {
+            let client = agent.split('/').next().unwrap_or(agent).to_string();
+            query.insert("fieldManager".into(), client);
+        }
+        let query = &query;
         if t.subresource.as_deref() == Some("scale") {
             return self.scale(method, t, query, headers, &body).await;
         }
@@ -644,12 +767,53 @@ fn namespace_finalizers(kind: &ResourceKind, object: &Value) -> bool {
             .is_some_and(|f| !f.is_empty())
 }
 
-/// The change a PATCH body makes, by its content type.
-fn patcher(
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<impl Fn(&Value) -> Result<Value, ApiError> + use<>, ApiError> {
-    let content_type = headers
+/// How a write records field ownership.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ownership {
+    /// An ordinary write: the request's field manager owns what it changed.
+    Update,
+    /// A server-side apply, which recorded ownership itself.
+    Applied,
+}
+
+/// The field manager a write is recorded under: `?fieldManager=`, else the client's name from
+/// its User-Agent (as kube-apiserver does), set by [`Rest::serve`].
+fn field_manager(query: &Query) -> &str {
+    query
+        .get("fieldManager")
+        .map(String::as_str)
+        .filter(|m| !m.is_empty())
+        .unwrap_or("unknown")
+}
+
+/// The 409 an apply gets when others own fields it sets to other values.
+fn apply_conflict(kind: &ResourceKind, name: &str, conflicts: Vec<managed::Conflict>) -> ApiError {
+    let n = conflicts.len();
+    let listed: Vec<String> = conflicts
+        .iter()
+        .map(|c| format!("conflict with {:?}: {}", c.manager, c.field))
+        .collect();
+    let mut e = ApiError::conflict(kind.group_resource(), name, "apply failed");
+    e.message = format!(
+        "Apply failed with {n} conflict{}: {}",
+        if n == 1 { "" } else { "s" },
+        listed.join("\n")
+    );
+    if let Some(d) = e.details.as_mut() {
+        d.causes = conflicts
+            .into_iter()
+            .map(|c| fellowship_apimachinery::Cause {
+                reason: "FieldManagerConflict",
+                message: format!("conflict with {:?}", c.manager),
+                field: c.field,
+            })
+            .collect();
+    }
+    e
+}
+
+fn content_type(headers: &HeaderMap) -> String {
+    headers
         .get("content-type")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
@@ -657,7 +821,15 @@ fn patcher(
         .next()
         .unwrap_or("")
         .trim()
-        .to_string();
+        .to_string()
+}
+
+/// The change a PATCH body makes, by its content type.
+fn patcher(
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<impl Fn(&Value) -> Result<Value, ApiError> + use<>, ApiError> {
+    let content_type = content_type(headers);
     if !matches!(
         content_type.as_str(),
         "application/merge-patch+json"
@@ -665,7 +837,7 @@ fn patcher(
             | "application/json-patch+json"
     ) {
         return Err(ApiError::unsupported_media_type(format!(
-            "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {content_type:?})"
+            "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json, application/apply-patch+yaml (got {content_type:?})"
         )));
     }
     if body.len() > objects::MAX_BODY {
