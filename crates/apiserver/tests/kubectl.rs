@@ -718,18 +718,7 @@ fn apply_patch_and_scale(backend: Backend) {
         .replace("replicas: 2", "replicas: 4");
     let file = s.file("deploy.yaml", changed.as_bytes());
     assert!(s.ok("1.33", &["apply", "-f", &file]).contains("configured"));
-    let get = |path: &str| {
-        s.ok(
-            "",
-            &[
-                "get",
-                "deployment",
-                "web",
-                "-o",
-                &format!("jsonpath={path}"),
-            ],
-        )
-    };
+    let get = |path: &str| s.jsonpath("deployment", "web", path);
     assert_eq!(get("{.spec.replicas}"), "4");
     assert_eq!(
         get("{.spec.template.spec.containers[*].image}"),
@@ -835,18 +824,7 @@ fn server_side_apply(backend: Backend) {
                 .contains("serverside-applied")
         );
     }
-    let get = |path: &str| {
-        s.ok(
-            "",
-            &[
-                "get",
-                "deployment",
-                "web",
-                "-o",
-                &format!("jsonpath={path}"),
-            ],
-        )
-    };
+    let get = |path: &str| s.jsonpath("deployment", "web", path);
     assert!(get("{.metadata.managedFields[*].manager}").contains("kubectl"));
     assert!(get("{.metadata.managedFields[*].operation}").contains("Apply"));
     s.ok("", &["scale", "deployment", "web", "--replicas=5"]);

@@ -331,11 +331,27 @@ fn go_duration(nanos: i64) -> String {
 mod tests {
     use super::*;
 
+    fn varint(mut n: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        loop {
+            let b = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(b);
+                return out;
+            }
+            out.push(b | 0x80);
+        }
+    }
+
     /// Encodes a length-delimited field.
     fn ld(tag: u32, bytes: &[u8]) -> Vec<u8> {
-        let mut out = vec![((tag << 3) | 2) as u8, bytes.len() as u8];
-        out.extend_from_slice(bytes);
-        out
+        [
+            varint(((tag << 3) | 2) as usize),
+            varint(bytes.len()),
+            bytes.to_vec(),
+        ]
+        .concat()
     }
 
     #[test]
@@ -364,31 +380,10 @@ mod tests {
         // JsonSchemaProps.not (tag 28) holds another JsonSchemaProps, 200 levels deep.
         let mut inner: Vec<u8> = Vec::new();
         for _ in 0..200 {
-            let mut field = vec![0xE2, 0x01];
-            let mut len = inner.len();
-            loop {
-                let b = (len & 0x7f) as u8;
-                len >>= 7;
-                field.push(if len > 0 { b | 0x80 } else { b });
-                if len == 0 {
-                    break;
-                }
-            }
-            field.extend_from_slice(&inner);
-            inner = field;
+            inner = ld(28, &inner);
         }
         let type_meta = [ld(1, b"apiextensions.k8s.io/v1"), ld(2, b"JsonSchemaProps")].concat();
-        let mut raw = vec![0x12];
-        let mut len = inner.len();
-        loop {
-            let b = (len & 0x7f) as u8;
-            len >>= 7;
-            raw.push(if len > 0 { b | 0x80 } else { b });
-            if len == 0 {
-                break;
-            }
-        }
-        raw.extend_from_slice(&inner);
+        let raw = ld(2, &inner);
         let body = [MAGIC, &ld(1, &type_meta), &raw].concat();
         let e = decode_object(&body).unwrap_err();
         assert!(e.contains("nest"), "{e}");

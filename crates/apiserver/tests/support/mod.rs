@@ -133,6 +133,14 @@ impl Server {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// One field of one object, by kubectl's jsonpath.
+    pub fn jsonpath(&self, resource: &str, name: &str, path: &str) -> String {
+        self.ok(
+            "",
+            &["get", resource, name, "-o", &format!("jsonpath={path}")],
+        )
+    }
+
     /// kubectl that must fail; returns its stderr.
     pub fn fails(&self, version: &str, args: &[&str]) -> String {
         let out = self.kubectl(version, args);
