@@ -5,6 +5,7 @@
 pub mod admission;
 pub mod auth;
 pub mod discovery;
+pub mod metrics;
 pub mod namespaces;
 pub mod objects;
 pub mod openapi;

@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -18,6 +17,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::auth::{Authenticator, User, user_from_certificate};
 use crate::discovery;
+use crate::metrics::Metrics;
 use crate::objects::MAX_BODY;
 use crate::openapi::OpenApi;
 use crate::registry::Registry;
@@ -32,8 +32,7 @@ pub struct App {
     /// The address `/api` advertises to clients.
     pub advertise: String,
     openapi: OpenApi,
-    requests: AtomicU64,
-    errors: AtomicU64,
+    metrics: Metrics,
 }
 
 impl App {
@@ -59,8 +58,7 @@ impl App {
             },
             auth,
             advertise,
-            requests: AtomicU64::new(0),
-            errors: AtomicU64::new(0),
+            metrics: Metrics::default(),
         })
     }
 
@@ -84,7 +82,9 @@ impl App {
     }
 
     pub async fn handle(&self, req: Request<Body>, cert_user: Option<&User>) -> Response {
-        self.requests.fetch_add(1, Ordering::Relaxed);
+        let started = std::time::Instant::now();
+        let (verb, resource) =
+            crate::metrics::labels(req.method().as_str(), req.uri().path(), req.uri().query());
         let accept = req
             .headers()
             .get(header::ACCEPT)
@@ -95,13 +95,17 @@ impl App {
             Ok(_user) => self.route(req).await,
             Err(e) => Err(e),
         };
-        match result {
+        let response = match result {
             Ok(reply) => reply.into_response(&accept),
-            Err(e) => {
-                self.errors.fetch_add(1, Ordering::Relaxed);
-                error_response(&e)
-            }
-        }
+            Err(e) => error_response(&e),
+        };
+        self.metrics.observe(
+            &verb,
+            &resource,
+            response.status().as_u16(),
+            started.elapsed(),
+        );
+        response
     }
 
     async fn route(&self, req: Request<Body>) -> Result<Reply, ApiError> {
@@ -121,7 +125,7 @@ impl App {
         match segments.as_slice() {
             ["healthz" | "livez" | "readyz", ..] => return Ok(Reply::Text("ok".into())),
             ["version"] => return ok(discovery::version()),
-            ["metrics"] => return Ok(Reply::Text(self.metrics())),
+            ["metrics"] => return Ok(Reply::Text(self.metrics.render())),
             ["api"] => return ok(discovery::core_versions(&self.advertise)),
             ["openapi", "v2"] => return ok(self.openapi.v2().clone()),
             ["openapi", "v3"] => return ok(self.openapi.v3_index()),
@@ -202,15 +206,6 @@ impl App {
             [] => return Err(ApiError::no_route()),
         };
         Ok(t)
-    }
-
-    /// Prometheus text exposition of the server's counters.
-    pub fn metrics(&self) -> String {
-        format!(
-            "# HELP apiserver_request_total Requests served.\n# TYPE apiserver_request_total counter\napiserver_request_total {}\n# HELP apiserver_request_errors_total Requests answered with an error.\n# TYPE apiserver_request_errors_total counter\napiserver_request_errors_total {}\n",
-            self.requests.load(Ordering::Relaxed),
-            self.errors.load(Ordering::Relaxed)
-        )
     }
 }
 

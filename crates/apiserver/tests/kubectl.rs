@@ -605,6 +605,16 @@ fn guide_manifests_and_explain(backend: Backend) {
         described.contains("nginx") && described.contains("LoadBalancer"),
         "{described}"
     );
+    let metrics = s.ok("", &["get", "--raw", "/metrics"]);
+    assert!(
+        metrics.contains(
+            "apiserver_request_total{verb=\"POST\",resource=\"replicasets\",code=\"201\"}"
+        ),
+        "{metrics}"
+    );
+    assert!(metrics.contains(
+        "apiserver_request_duration_seconds_bucket{verb=\"GET\",resource=\"replicasets\""
+    ));
     let explained = s.ok("", &["explain", "clusters"]);
     assert!(
         explained.contains("KIND:") && explained.contains("Cluster"),
