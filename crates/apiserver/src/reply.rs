@@ -223,16 +223,7 @@ fn cells(plural: &str, item: &Value) -> Vec<Value> {
         "configmaps" => vec![json!(count("/data") + count("/binaryData"))],
         "secrets" => vec![json!(s("/type")), json!(count("/data"))],
         "services" => {
-            let ingress: Vec<String> = item
-                .pointer("/status/loadBalancer/ingress")
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|i| i.get("ip").or(i.get("hostname")).and_then(Value::as_str))
-                        .map(String::from)
-                        .collect()
-                })
-                .unwrap_or_default();
+            let ingress = load_balancer(item, &["ip", "hostname"]);
             let external = match (ingress.is_empty(), s("/spec/type").as_str()) {
                 (false, _) => ingress.join(","),
                 (true, "LoadBalancer") => "<pending>".into(),
@@ -313,15 +304,7 @@ fn cells(plural: &str, item: &Value) -> Vec<Value> {
                         .collect()
                 })
                 .unwrap_or_default();
-            let address: Vec<&str> = item
-                .pointer("/status/loadBalancer/ingress")
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|i| i.get("ip").and_then(Value::as_str))
-                        .collect()
-                })
-                .unwrap_or_default();
+            let address = load_balancer(item, &["ip"]);
             vec![
                 json!(if hosts.is_empty() {
                     "*".to_string()
@@ -334,6 +317,22 @@ fn cells(plural: &str, item: &Value) -> Vec<Value> {
         "leases" => vec![json!(or_none(s("/spec/holderIdentity")))],
         _ => Vec::new(),
     }
+}
+
+/// The addresses in `status.loadBalancer.ingress`: of each entry, the first of `fields` set.
+fn load_balancer<'a>(item: &'a Value, fields: &[&str]) -> Vec<&'a str> {
+    item.pointer("/status/loadBalancer/ingress")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|i| {
+                    fields
+                        .iter()
+                        .find_map(|f| i.get(*f).and_then(Value::as_str))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// A `meta.k8s.io/v1` Table of `items`, with the columns kubectl users know for the type.

@@ -266,10 +266,8 @@ impl Rest {
             );
         }
         let name = meta::name(&object).to_string();
-        validate_object(kind, &object)?;
         self.admit(admission::Operation::Create, t, &mut object)
             .await?;
-        validate_object(kind, &object)?;
         if dry_run(query)? {
             return Ok(Reply::object(StatusCode::CREATED, object));
         }
@@ -282,19 +280,23 @@ impl Rest {
         Ok(Reply::object(StatusCode::CREATED, present(&kv, kind)?))
     }
 
+    /// Validates the object, runs the admission chain on it, and validates what admission
+    /// made of it.
     async fn admit(
         &self,
         operation: admission::Operation,
         t: &Target,
         object: &mut Value,
     ) -> Result<(), ApiError> {
+        validate_object(&t.kind, object)?;
         let mut request = admission::Request {
             operation,
             kind: &t.kind,
             namespace: &t.namespace,
             object,
         };
-        self.admission.admit(&*self.store, &mut request).await
+        self.admission.admit(&*self.store, &mut request).await?;
+        validate_object(&t.kind, object)
     }
 
     pub async fn update(&self, t: &Target, query: &Query, body: &[u8]) -> Result<Reply, ApiError> {
@@ -442,7 +444,7 @@ impl Rest {
         let reply = self
             .write(&main, query, precondition, |object| {
                 let mut next = object.clone();
-                spec_mut(&mut next, kind_name(t), &t.name)?
+                spec_mut(&mut next, t.kind.kind, &t.name)?
                     .insert("replicas".into(), json!(replicas));
                 Ok(next)
             })
@@ -511,10 +513,8 @@ impl Rest {
                     &meta::now(),
                 );
             }
-            validate_object(kind, &object)?;
             self.admit(admission::Operation::Update, t, &mut object)
                 .await?;
-            validate_object(kind, &object)?;
             if dry_run(query)? {
                 return Ok(Reply::object(StatusCode::OK, object));
             }
@@ -908,10 +908,6 @@ fn scale_of(object: &Value) -> Value {
             "selector": selector,
         },
     })
-}
-
-fn kind_name(t: &Target) -> &'static str {
-    t.kind.kind
 }
 
 /// `spec` as an object, created if absent; a `spec` of another type is a 422.

@@ -186,27 +186,23 @@ fn outgoing(
 ) -> Result<Option<(&'static str, Value)>, ApiError> {
     let prev = event.prev.as_ref().map(|p| present(p, kind)).transpose()?;
     let was = prev.as_ref().is_some_and(matches);
+    // Gone for this watcher: the object as it last saw it, at the event's revision.
+    let departed = |mut p: Value| {
+        meta::metadata_mut(&mut p).insert(
+            "resourceVersion".into(),
+            json!(event.revision().to_string()),
+        );
+        ("DELETED", p)
+    };
     Ok(match event.kind {
-        EventKind::Deleted => prev.filter(|_| was).map(|mut p| {
-            meta::metadata_mut(&mut p).insert(
-                "resourceVersion".into(),
-                json!(event.revision().to_string()),
-            );
-            ("DELETED", p)
-        }),
+        EventKind::Deleted => prev.filter(|_| was).map(departed),
         _ => {
             let now = present(&event.kv, kind)?;
             match (was, matches(&now)) {
                 (_, true) if event.kind == EventKind::Added || !was => Some(("ADDED", now)),
                 (true, true) => Some(("MODIFIED", now)),
-                // Leaving the selection: the object as the watcher last saw it.
-                (true, false) => prev.map(|mut p| {
-                    meta::metadata_mut(&mut p).insert(
-                        "resourceVersion".into(),
-                        json!(event.revision().to_string()),
-                    );
-                    ("DELETED", p)
-                }),
+                // Leaving the selection.
+                (true, false) => prev.map(departed),
                 _ => None,
             }
         }
