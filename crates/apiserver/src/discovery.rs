@@ -114,6 +114,101 @@ pub fn resources(registry: &Registry, group: &str, version: &str) -> Option<Valu
     }))
 }
 
+/// The aggregated discovery document (`apidiscovery.k8s.io`) of the core group (`/api`) or of
+/// the named groups (`/apis`): every group, version and resource in one response, which
+/// kubectl 1.30+ asks for instead of one request per group/version.
+pub fn aggregated(registry: &Registry, core: bool, api_version: &str) -> Value {
+    let groups: Vec<(&str, Vec<String>)> = if core {
+        vec![("", vec!["v1".to_string()])]
+    } else {
+        registry.groups().map(|(g, v)| (g, v.to_vec())).collect()
+    };
+    let items: Vec<Value> = groups
+        .into_iter()
+        .map(|(group, versions)| {
+            let versions: Vec<Value> = versions
+                .iter()
+                .map(|v| {
+                    let resources: Vec<Value> = registry
+                        .resources(group, v)
+                        .into_iter()
+                        .map(|k| aggregated_resource(k))
+                        .collect();
+                    json!({"version": v, "resources": resources, "freshness": "Current"})
+                })
+                .collect();
+            let metadata = if group.is_empty() {
+                json!({"creationTimestamp": null})
+            } else {
+                json!({"name": group, "creationTimestamp": null})
+            };
+            json!({"metadata": metadata, "versions": versions})
+        })
+        .collect();
+    json!({
+        "kind": "APIGroupDiscoveryList",
+        "apiVersion": api_version,
+        "metadata": {},
+        "items": items,
+    })
+}
+
+fn aggregated_resource(k: &ResourceKind) -> Value {
+    let mut entries = resource_entries(k).into_iter();
+    let main = entries.next().expect("a resource has its own entry");
+    let kind = |e: &Value| {
+        json!({
+            "group": e.get("group").and_then(Value::as_str).unwrap_or(k.group),
+            "version": e.get("version").and_then(Value::as_str).unwrap_or(k.version),
+            "kind": e["kind"],
+        })
+    };
+    let subresources: Vec<Value> = entries
+        .map(|e| {
+            let name = e["name"].as_str().unwrap_or("");
+            json!({
+                "subresource": name.split_once('/').map_or(name, |(_, s)| s),
+                "responseKind": kind(&e),
+                "verbs": e["verbs"],
+            })
+        })
+        .collect();
+    let mut r = json!({
+        "resource": k.plural,
+        "responseKind": kind(&main),
+        "scope": if k.namespaced() { "Namespaced" } else { "Cluster" },
+        "singularResource": k.singular,
+        "verbs": main["verbs"],
+    });
+    for field in ["shortNames", "categories"] {
+        if let Some(v) = main.get(field) {
+            r[field] = v.clone();
+        }
+    }
+    if !subresources.is_empty() {
+        r["subresources"] = json!(subresources);
+    }
+    r
+}
+
+/// The aggregated discovery version an `Accept` header asks for, if any.
+pub fn aggregated_version(accept: &str) -> Option<&'static str> {
+    let asks = |v: &str| {
+        accept.split(',').any(|t| {
+            t.contains("g=apidiscovery.k8s.io")
+                && t.contains("as=APIGroupDiscoveryList")
+                && t.split(';').any(|p| p.trim() == format!("v={v}"))
+        })
+    };
+    if asks("v2") {
+        Some("v2")
+    } else if asks("v2beta1") {
+        Some("v2beta1")
+    } else {
+        None
+    }
+}
+
 pub fn version() -> Value {
     json!({
         "major": "1",

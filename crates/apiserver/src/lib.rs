@@ -4,6 +4,7 @@
 
 pub mod admission;
 pub mod auth;
+pub mod conversion;
 pub mod discovery;
 pub mod metrics;
 pub mod namespaces;
@@ -13,6 +14,7 @@ pub mod options;
 pub mod registry;
 pub mod reply;
 pub mod rest;
+pub mod schemas;
 pub mod server;
 pub mod tls;
 pub mod validate;

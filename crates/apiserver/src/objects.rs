@@ -6,6 +6,8 @@ use fellowship_apimachinery::{ApiError, ResourceKind, meta, protobuf};
 use fellowship_storage::KeyValue;
 use serde_json::{Map, Value};
 
+use crate::conversion;
+
 /// The largest request body accepted, as kube-apiserver's limit.
 pub const MAX_BODY: usize = 3 * 1024 * 1024;
 
@@ -67,12 +69,21 @@ pub fn check_type(object: &mut Value, kind: &ResourceKind) -> Result<(), ApiErro
     Ok(())
 }
 
-/// The stored bytes of an object: everything but its `resourceVersion`, which is the store's
-/// revision and is added on the way out. `apiVersion`, `kind` and `metadata` lead, in that
+/// The stored bytes of an object, at its kind's storage version: everything but its
+/// `resourceVersion`, which is the store's revision and is added on the way out. `apiVersion`, `kind` and `metadata` lead, in that
 /// order, so that a read at the same version can splice the resourceVersion in without
 /// parsing the object (see [`present_raw`]).
-pub fn encode(object: &Value) -> Bytes {
+pub fn encode(kind: &ResourceKind, object: &Value) -> Bytes {
     let mut rest = object.as_object().cloned().unwrap_or_default();
+    let hub = conversion::storage_version(kind);
+    if rest.get("apiVersion").and_then(Value::as_str) != Some(&hub) {
+        let mut converted = Value::Object(rest);
+        conversion::convert(&mut converted, &hub);
+        rest = match converted {
+            Value::Object(m) => m,
+            _ => unreachable!("conversion keeps objects objects"),
+        };
+    }
     let api_version = rest.remove("apiVersion").unwrap_or(Value::Null);
     let kind = rest.remove("kind").unwrap_or(Value::Null);
     let mut metadata = rest
@@ -122,9 +133,14 @@ pub fn present_raw(kv: &KeyValue, kind: &ResourceKind) -> Option<Vec<u8>> {
 pub fn present(kv: &KeyValue, kind: &ResourceKind) -> Result<Value, ApiError> {
     let mut object: Value = serde_json::from_slice(&kv.value)
         .map_err(|e| ApiError::internal(format!("stored object {} is unreadable: {e}", kv.key)))?;
-    let obj = object
-        .as_object_mut()
-        .ok_or_else(|| ApiError::internal(format!("stored object {} is not an object", kv.key)))?;
+    if !object.is_object() {
+        return Err(ApiError::internal(format!(
+            "stored object {} is not an object",
+            kv.key
+        )));
+    }
+    conversion::convert(&mut object, &kind.api_version());
+    let obj = object.as_object_mut().expect("checked above");
     obj.insert("apiVersion".into(), Value::String(kind.api_version()));
     obj.insert("kind".into(), Value::String(kind.kind.to_string()));
     meta::metadata_mut(&mut object).insert(
@@ -186,7 +202,7 @@ mod tests {
         ] {
             let kv = KeyValue {
                 key: "/configmaps/ns/a".into(),
-                value: encode(&object),
+                value: encode(cm, &object),
                 create_revision: 3,
                 mod_revision: 7,
             };

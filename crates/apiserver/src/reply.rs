@@ -26,6 +26,8 @@ pub enum Reply {
     Object {
         status: StatusCode,
         object: Value,
+        /// Sent as `Warning` headers, which kubectl prints.
+        warnings: Vec<String>,
     },
     List {
         list_kind: String,
@@ -35,10 +37,9 @@ pub enum Reply {
         items: Vec<Item>,
     },
     /// A document that is never shown as a table: a Status, a discovery document.
-    Json {
-        status: StatusCode,
-        body: Value,
-    },
+    Json { status: StatusCode, body: Value },
+    /// An aggregated discovery document, at the `apidiscovery.k8s.io` version asked for.
+    Discovery { version: &'static str, body: Value },
     /// A watch: newline-delimited JSON events.
     Stream(Body),
     /// Plain text: health checks, metrics.
@@ -47,7 +48,19 @@ pub enum Reply {
 
 impl Reply {
     pub fn object(status: StatusCode, object: Value) -> Reply {
-        Reply::Object { status, object }
+        Reply::Object {
+            status,
+            object,
+            warnings: Vec::new(),
+        }
+    }
+
+    /// The reply with warnings for the client.
+    pub fn warn(mut self, more: Vec<String>) -> Reply {
+        if let Reply::Object { warnings, .. } = &mut self {
+            warnings.extend(more);
+        }
+        self
     }
 
     pub fn json(status: StatusCode, body: Value) -> Reply {
@@ -68,11 +81,26 @@ impl Reply {
     pub fn into_response(self, accept: &str) -> Response {
         let table = accept.contains("as=Table");
         match self {
-            Reply::Object { status, object } if table => {
-                let plural = plural_of(&object);
-                respond(status, to_table(plural, &[object], json!({})))
+            Reply::Object {
+                status,
+                object,
+                warnings,
+            } => {
+                let mut response = if table {
+                    let plural = plural_of(&object);
+                    respond(status, to_table(plural, &[object], json!({})))
+                } else {
+                    respond(status, object)
+                };
+                for w in warnings {
+                    // RFC 7234 warn-code 299 with a quoted text, as kube-apiserver sends them.
+                    let text = format!("299 - {}", serde_json::Value::String(w));
+                    if let Ok(v) = HeaderValue::from_str(&text) {
+                        response.headers_mut().append(header::WARNING, v);
+                    }
+                }
+                response
             }
-            Reply::Object { status, object } => respond(status, object),
             Reply::List {
                 plural,
                 metadata,
@@ -113,6 +141,17 @@ impl Reply {
                 respond_bytes(StatusCode::OK, body)
             }
             Reply::Json { status, body } => respond(status, body),
+            Reply::Discovery { version, body } => {
+                let mut r = respond(StatusCode::OK, body);
+                let content_type = format!(
+                    "application/json;g=apidiscovery.k8s.io;v={version};as=APIGroupDiscoveryList"
+                );
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_str(&content_type).expect("a valid header value"),
+                );
+                r
+            }
             Reply::Text(text) => {
                 let mut r = Response::new(Body::from(text));
                 r.headers_mut().insert(

@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use crate::admission;
 use crate::objects::{self, check_type, decode, encode, present};
 use crate::reply::{Item, Reply};
+use crate::schemas::{FieldValidation, Schemas};
 use crate::validate;
 use fellowship_apimachinery::managed;
 
@@ -39,12 +40,41 @@ pub struct Rest {
     /// How long events live (`--event-ttl`).
     pub event_ttl: std::time::Duration,
     pub admission: Arc<admission::Chain>,
+    pub schemas: Arc<Schemas>,
 }
 
 impl Rest {
     /// The time-to-live of an object of `kind`: events expire, nothing else does.
     fn ttl(&self, kind: &ResourceKind) -> Option<std::time::Duration> {
         (kind.group.is_empty() && kind.plural == "events").then_some(self.event_ttl)
+    }
+
+    /// Drops the fields the kind does not have. `fieldValidation=Strict` refuses the request
+    /// instead; `Warn` (the default) returns warnings naming them.
+    fn unknown_fields(
+        &self,
+        kind: &ResourceKind,
+        query: &Query,
+        object: &mut Value,
+    ) -> Result<Vec<String>, ApiError> {
+        let mode = FieldValidation::parse(query.get("fieldValidation").map(String::as_str))?;
+        let unknown: Vec<String> = self
+            .schemas
+            .prune_unknown(kind, object)
+            .into_iter()
+            .map(|path| format!("unknown field {path:?}"))
+            .collect();
+        match mode {
+            _ if unknown.is_empty() => Ok(unknown),
+            FieldValidation::Strict => Err(ApiError::bad_request(format!(
+                "{0} in version {1:?} cannot be handled as a {0}: strict decoding error: {2}",
+                kind.kind,
+                kind.version,
+                unknown.join(", ")
+            ))),
+            FieldValidation::Warn => Ok(unknown),
+            FieldValidation::Ignore => Ok(Vec::new()),
+        }
     }
 }
 
@@ -217,6 +247,7 @@ impl Rest {
     ) -> Result<Reply, ApiError> {
         let kind = &t.kind;
         check_type(&mut object, kind)?;
+        let warnings = self.unknown_fields(kind, query, &mut object)?;
         let m = meta::metadata_mut(&mut object);
         if !kind.namespaced() {
             // A namespace on a cluster-scoped object is cleared, as kube-apiserver does.
@@ -269,15 +300,15 @@ impl Rest {
         self.admit(admission::Operation::Create, t, &mut object)
             .await?;
         if dry_run(query)? {
-            return Ok(Reply::object(StatusCode::CREATED, object));
+            return Ok(Reply::object(StatusCode::CREATED, object).warn(warnings));
         }
         let key = kind.key(&t.namespace, &name);
         let kv = self
             .store
-            .create(&key, encode(&object), self.ttl(kind))
+            .create(&key, encode(kind, &object), self.ttl(kind))
             .await
             .map_err(|e| store_error(e, kind, &name))?;
-        Ok(Reply::object(StatusCode::CREATED, present(&kv, kind)?))
+        Ok(Reply::object(StatusCode::CREATED, present(&kv, kind)?).warn(warnings))
     }
 
     /// Validates the object, runs the admission chain on it, and validates what admission
@@ -356,6 +387,8 @@ impl Rest {
         let force = query.get("force").map(String::as_str) == Some("true");
         let mut config = decode(body)?;
         check_type(&mut config, kind)?;
+        // Unknown fields go before ownership is computed: nobody owns what is not kept.
+        let warnings = self.unknown_fields(kind, query, &mut config)?;
         let config_name = meta::name(&config);
         if config_name != t.name {
             return Err(ApiError::bad_request(format!(
@@ -381,7 +414,7 @@ impl Rest {
                 {
                     // Another writer created it first: apply over theirs.
                     Err(e) if e.code == 409 => {}
-                    other => return other,
+                    other => return other.map(|r| r.warn(warnings)),
                 }
             }
             Err(e) => return Err(e),
@@ -395,6 +428,7 @@ impl Rest {
             Ownership::Applied,
         )
         .await
+        .map(|r| r.warn(warnings))
     }
 
     /// The `scale` subresource: an `autoscaling/v1` Scale view of `spec.replicas`.
@@ -450,7 +484,11 @@ impl Rest {
             })
             .await?;
         match reply {
-            Reply::Object { status, object } => Ok(Reply::object(status, scale_of(&object))),
+            Reply::Object {
+                status,
+                object,
+                warnings,
+            } => Ok(Reply::object(status, scale_of(&object)).warn(warnings)),
             other => Ok(other),
         }
     }
@@ -496,6 +534,7 @@ impl Rest {
                 return Err(ApiError::modified(kind.group_resource(), &t.name));
             }
             check_type(&mut object, kind)?;
+            let warnings = self.unknown_fields(kind, query, &mut object)?;
             merge_server_fields(kind, t.subresource.as_deref(), &current, &mut object)?;
             if ownership == Ownership::Update {
                 // managedFields are the server's: kept from the stored object, then updated.
@@ -516,7 +555,7 @@ impl Rest {
             self.admit(admission::Operation::Update, t, &mut object)
                 .await?;
             if dry_run(query)? {
-                return Ok(Reply::object(StatusCode::OK, object));
+                return Ok(Reply::object(StatusCode::OK, object).warn(warnings));
             }
             let key = kind.key(&t.namespace, &t.name);
             let finalized = object.pointer("/metadata/deletionTimestamp").is_some()
@@ -530,13 +569,15 @@ impl Rest {
                     .map(|_| None)
             } else {
                 self.store
-                    .update(&key, encode(&object), kv.mod_revision, self.ttl(kind))
+                    .update(&key, encode(kind, &object), kv.mod_revision, self.ttl(kind))
                     .await
                     .map(Some)
             };
             match result {
-                Ok(Some(kv)) => return Ok(Reply::object(StatusCode::OK, present(&kv, kind)?)),
-                Ok(None) => return Ok(Reply::object(StatusCode::OK, object)),
+                Ok(Some(kv)) => {
+                    return Ok(Reply::object(StatusCode::OK, present(&kv, kind)?).warn(warnings));
+                }
+                Ok(None) => return Ok(Reply::object(StatusCode::OK, object).warn(warnings)),
                 Err(StoreError::Conflict { .. }) if precondition.is_empty() => continue,
                 Err(e) => return Err(store_error(e, kind, &t.name)),
             }
@@ -605,7 +646,7 @@ impl Rest {
                 }
                 match self
                     .store
-                    .update(&key, encode(&object), kv.mod_revision, None)
+                    .update(&key, encode(kind, &object), kv.mod_revision, None)
                     .await
                 {
                     Ok(kv) => return Ok(Reply::object(StatusCode::OK, present(&kv, kind)?)),

@@ -23,6 +23,7 @@ use crate::openapi::OpenApi;
 use crate::registry::Registry;
 use crate::reply::{Reply, error_response};
 use crate::rest::{Query, Rest, Target};
+use crate::schemas::Schemas;
 
 /// Everything a request needs.
 pub struct App {
@@ -46,7 +47,8 @@ impl App {
             .get("", "v1", "namespaces")
             .cloned()
             .ok_or_else(|| anyhow::anyhow!("the registry must serve namespaces"))?;
-        let openapi = OpenApi::new(&registry);
+        let schemas = Arc::new(Schemas::new(registry.all().map(|k| &**k)));
+        let openapi = OpenApi::new(&registry, &schemas);
         Ok(App {
             openapi,
             registry,
@@ -55,6 +57,7 @@ impl App {
                 admission: Arc::new(crate::admission::chain(&[], &[], &[], namespaces.clone())?),
                 namespaces,
                 event_ttl: Duration::from_secs(3600),
+                schemas,
             },
             auth,
             advertise,
@@ -122,6 +125,18 @@ impl App {
             .unwrap_or_default();
         let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
         let ok = |body| Ok(Reply::json(StatusCode::OK, body));
+        let accept = req
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|a| a.to_str().ok())
+            .unwrap_or("");
+        if let (["api"] | ["apis"], Some(version)) =
+            (segments.as_slice(), discovery::aggregated_version(accept))
+        {
+            let api_version = format!("apidiscovery.k8s.io/{version}");
+            let body = discovery::aggregated(&self.registry, segments == ["api"], &api_version);
+            return Ok(Reply::Discovery { version, body });
+        }
         match segments.as_slice() {
             ["healthz" | "livez" | "readyz", ..] => return Ok(Reply::Text("ok".into())),
             ["version"] => return ok(discovery::version()),

@@ -113,7 +113,7 @@ on_both_backends!(
 async fn typed_client_round_trip(backend: Backend) {
     let server = Server::start(backend);
     let client = client(&server).await;
-    let cms: Api<ConfigMap> = Api::namespaced(client, "default");
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
     let cm = ConfigMap {
         metadata: ObjectMeta {
             name: Some("typed".into()),
@@ -132,6 +132,19 @@ async fn typed_client_round_trip(backend: Backend) {
         Err(kube::Error::Api(s)) => assert_eq!(s.code, 404),
         other => panic!("expected 404, got {other:?}"),
     }
+    // Aggregated discovery finds every group, the federation's own among them.
+    let discovery = kube::Discovery::new(client)
+        .run_aggregated()
+        .await
+        .unwrap();
+    let federation = discovery.get("federation").expect("the federation group");
+    assert!(
+        federation
+            .recommended_resources()
+            .iter()
+            .any(|(r, _)| r.plural == "clusters")
+    );
+    assert!(discovery.get("apps").is_some() && discovery.get("").is_some());
 }
 
 async fn reflectors_on_every_type_survive_a_restart(backend: Backend) {

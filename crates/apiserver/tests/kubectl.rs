@@ -33,6 +33,7 @@ on_both_backends!(
     deletion_follows_propagation_policy,
     apply_patch_and_scale,
     server_side_apply,
+    versions_convert_and_fields_validate,
 );
 
 const READERS: [&str; 3] = ["", "1.27", "1.33"];
@@ -861,4 +862,168 @@ fn server_side_apply(backend: Backend) {
     let file = s.file("deploy.yaml", smaller.as_bytes());
     s.ok("", &["apply", "--server-side", "-f", &file]);
     assert_eq!(get("{.spec.template.spec.containers[*].name}"), "web");
+}
+
+const INGRESS_EXTENSIONS: &str = r#"
+apiVersion: extensions/v1beta1
+kind: Ingress
+metadata:
+  name: nginx
+spec:
+  backend:
+    serviceName: nginx
+    servicePort: 80
+  rules:
+  - host: nginx.example.com
+    http:
+      paths:
+      - path: /
+        backend:
+          serviceName: nginx
+          servicePort: http
+"#;
+
+const HPA_V1: &str = r#"
+apiVersion: autoscaling/v1
+kind: HorizontalPodAutoscaler
+metadata:
+  name: nginx
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: nginx}
+  minReplicas: 1
+  maxReplicas: 5
+  targetCPUUtilizationPercentage: 60
+"#;
+
+const DEPLOYMENT_WITH_TYPO: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: typo
+spec:
+  replicass: 2
+  selector: {matchLabels: {app: typo}}
+  template:
+    metadata: {labels: {app: typo}}
+    spec:
+      containers:
+      - name: nginx
+        image: nginx
+        imagePullPolicyy: Always
+"#;
+
+/// One object seen through each version of its resource, converted both ways; fields a kind
+/// does not have refused under kubectl's default strict validation, warned about or dropped
+/// otherwise; schemas deep enough for `explain`; aggregated discovery.
+fn versions_convert_and_fields_validate(backend: Backend) {
+    let s = Server::start(backend);
+    s.ok(
+        "",
+        &[
+            "create",
+            "-f",
+            &s.file("ing.yaml", INGRESS_EXTENSIONS.as_bytes()),
+        ],
+    );
+    let v1 = |path: &str| s.jsonpath("ingresses.v1.networking.k8s.io", "nginx", path);
+    assert_eq!(v1("{.spec.defaultBackend.service.name}"), "nginx");
+    assert_eq!(v1("{.spec.defaultBackend.service.port.number}"), "80");
+    assert_eq!(
+        v1("{.spec.rules[0].http.paths[0].backend.service.port.name}"),
+        "http"
+    );
+    assert_eq!(
+        v1("{.spec.rules[0].http.paths[0].pathType}"),
+        "ImplementationSpecific"
+    );
+    let old = |path: &str| s.jsonpath("ingresses.v1beta1.extensions", "nginx", path);
+    assert_eq!(old("{.spec.backend.serviceName}"), "nginx");
+    assert_eq!(
+        old("{.spec.rules[0].http.paths[0].backend.servicePort}"),
+        "http"
+    );
+
+    s.ok(
+        "",
+        &["create", "-f", &s.file("hpa.yaml", HPA_V1.as_bytes())],
+    );
+    let hpa_v2 = "horizontalpodautoscalers.v2.autoscaling";
+    assert_eq!(
+        s.jsonpath(
+            hpa_v2,
+            "nginx",
+            "{.spec.metrics[0].resource.target.averageUtilization}"
+        ),
+        "60"
+    );
+    s.ok(
+        "",
+        &[
+            "patch",
+            "horizontalpodautoscalers.v1.autoscaling",
+            "nginx",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"targetCPUUtilizationPercentage":75}}"#,
+        ],
+    );
+    assert_eq!(
+        s.jsonpath(
+            hpa_v2,
+            "nginx",
+            "{.spec.metrics[0].resource.target.averageUtilization}"
+        ),
+        "75"
+    );
+
+    // kubectl validates strictly by default: the server refuses, and nothing is stored.
+    let typo = s.file("typo.yaml", DEPLOYMENT_WITH_TYPO.as_bytes());
+    for v in ["", "1.33"] {
+        let refused = s.fails(v, &["create", "-f", &typo]);
+        assert!(
+            refused.contains(r#"unknown field "spec.replicass""#)
+                && refused.contains(
+                    r#"unknown field "spec.template.spec.containers[0].imagePullPolicyy""#
+                ),
+            "kubectl {v}: {refused}"
+        );
+    }
+    s.fails("", &["get", "deployment", "typo"]);
+    let warned = s.kubectl("", &["create", "-f", &typo, "--validate=warn"]);
+    assert!(warned.status.success());
+    assert!(
+        String::from_utf8_lossy(&warned.stderr).contains(r#"unknown field "spec.replicass""#),
+        "{warned:?}"
+    );
+    let stored: Value =
+        serde_json::from_str(&s.ok("", &["get", "deployment", "typo", "-o", "json"])).unwrap();
+    assert!(stored["spec"].get("replicass").is_none(), "{stored}");
+    assert_eq!(
+        stored["spec"]["template"]["spec"]["containers"][0]["image"],
+        "nginx"
+    );
+
+    let explained = s.ok(
+        "",
+        &["explain", "deployments.spec.template.spec.containers.image"],
+    );
+    assert!(explained.contains("Container image name"), "{explained}");
+    let explained = s.ok(
+        "1.33",
+        &["explain", "clusters.spec.serverAddressByClientCIDRs"],
+    );
+    assert!(explained.contains("clientCIDR"), "{explained}");
+
+    // kubectl 1.33 reads aggregated discovery; 1.27 the per-group documents.
+    for v in ["1.33", "1.27"] {
+        let resources = s.ok(v, &["api-resources"]);
+        for line in [
+            "clusters",
+            "federation/v1beta1",
+            "ingresses",
+            "horizontalpodautoscalers",
+        ] {
+            assert!(resources.contains(line), "kubectl {v}: {resources}");
+        }
+    }
 }
