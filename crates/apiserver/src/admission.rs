@@ -88,6 +88,11 @@ pub struct Chain {
 }
 
 impl Chain {
+    /// Adds a plugin after those chosen by the flags.
+    pub fn push(&mut self, plugin: Box<dyn Plugin>) {
+        self.plugins.push(plugin);
+    }
+
     pub fn names(&self) -> Vec<&'static str> {
         self.plugins.iter().map(|p| p.name()).collect()
     }

@@ -26,9 +26,29 @@ impl User {
     }
 }
 
+/// Tokens that come and go while the server runs (service-account tokens).
+#[derive(Default)]
+pub struct TokenTable(std::sync::RwLock<HashMap<String, User>>);
+
+impl TokenTable {
+    pub fn insert(&self, token: String, user: User) {
+        self.0.write().expect("not poisoned").insert(token, user);
+    }
+
+    pub fn remove(&self, token: &str) {
+        self.0.write().expect("not poisoned").remove(token);
+    }
+
+    fn get(&self, token: &str) -> Option<User> {
+        self.0.read().expect("not poisoned").get(token).cloned()
+    }
+}
+
 #[derive(Default)]
 pub struct Authenticator {
     tokens: HashMap<String, User>,
+    /// Checked after the static tokens.
+    pub dynamic_tokens: Option<std::sync::Arc<TokenTable>>,
     /// By user name: the password and the user.
     passwords: HashMap<String, (String, User)>,
     pub anonymous: bool,
@@ -62,10 +82,12 @@ impl Authenticator {
         if let Some(auth) = headers.get("authorization") {
             let auth = auth.to_str().map_err(|_| ApiError::unauthorized())?;
             if let Some(token) = auth.strip_prefix("Bearer ") {
+                let token = token.trim();
                 return self
                     .tokens
-                    .get(token.trim())
+                    .get(token)
                     .cloned()
+                    .or_else(|| self.dynamic_tokens.as_ref()?.get(token))
                     .ok_or_else(ApiError::unauthorized);
             }
             if let Some(basic) = auth.strip_prefix("Basic ") {

@@ -76,7 +76,7 @@ async fn finalize_all(app: &App) -> Result<(), ApiError> {
 async fn finalize(app: &App, namespace: &str) -> Result<(), ApiError> {
     let mut remaining = 0;
     let mut seen = BTreeSet::new();
-    for kind in app.registry.all() {
+    for kind in app.surface.registry.all() {
         // One stored resource may be served at several versions: empty it once.
         if !kind.namespaced() || !seen.insert(kind.storage) {
             continue;

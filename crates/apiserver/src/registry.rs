@@ -38,13 +38,12 @@ const fn kind(
 use NameRule::{Dns1035Label as DNS1035, Dns1123Label as LABEL, Dns1123Subdomain as SUBDOMAIN};
 use Scope::{Cluster as CLUSTER, Namespaced as NS};
 
-/// The federation API: the contract's resources (spec §1, §4.1). The seed-era
-/// `extensions/v1beta1` versions have no short names, so that `rs` or `deploy` name the
-/// current group alone, as kubectl expects.
+/// What every server here serves: the core of the Kubernetes API that the federation
+/// propagates (spec §4.1).
 #[rustfmt::skip] // one resource a line reads as a table
-pub fn federation() -> Vec<ResourceKind> {
+fn common() -> Vec<ResourceKind> {
     let status: &'static [&'static str] = &["status"];
-    let mut kinds = vec![
+    vec![
         kind("", "v1", "Namespace", "namespaces", "namespace", &["ns"], CLUSTER, &["status", "finalize"], LABEL, "namespaces"),
         kind("", "v1", "ConfigMap", "configmaps", "configmap", &["cm"], NS, &[], SUBDOMAIN, "configmaps"),
         kind("", "v1", "Secret", "secrets", "secret", &[], NS, &[], SUBDOMAIN, "secrets"),
@@ -53,17 +52,54 @@ pub fn federation() -> Vec<ResourceKind> {
         kind("apps", "v1", "Deployment", "deployments", "deployment", &["deploy"], NS, &["status", "scale"], SUBDOMAIN, "deployments"),
         kind("apps", "v1", "ReplicaSet", "replicasets", "replicaset", &["rs"], NS, &["status", "scale"], SUBDOMAIN, "replicasets"),
         kind("apps", "v1", "DaemonSet", "daemonsets", "daemonset", &["ds"], NS, status, SUBDOMAIN, "daemonsets"),
-        kind("extensions", "v1beta1", "Deployment", "deployments", "deployment", &[], NS, &["status", "scale"], SUBDOMAIN, "deployments"),
-        kind("extensions", "v1beta1", "ReplicaSet", "replicasets", "replicaset", &[], NS, &["status", "scale"], SUBDOMAIN, "replicasets"),
-        kind("extensions", "v1beta1", "DaemonSet", "daemonsets", "daemonset", &[], NS, status, SUBDOMAIN, "daemonsets"),
-        kind("extensions", "v1beta1", "Ingress", "ingresses", "ingress", &[], NS, status, SUBDOMAIN, "ingresses"),
         kind("batch", "v1", "Job", "jobs", "job", &[], NS, status, SUBDOMAIN, "jobs"),
         kind("autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", "horizontalpodautoscaler", &["hpa"], NS, status, SUBDOMAIN, "horizontalpodautoscalers"),
         kind("autoscaling", "v1", "HorizontalPodAutoscaler", "horizontalpodautoscalers", "horizontalpodautoscaler", &["hpa"], NS, status, SUBDOMAIN, "horizontalpodautoscalers"),
         kind("networking.k8s.io", "v1", "Ingress", "ingresses", "ingress", &["ing"], NS, status, SUBDOMAIN, "ingresses"),
         kind("coordination.k8s.io", "v1", "Lease", "leases", "lease", &[], NS, &[], SUBDOMAIN, "leases"),
+    ]
+}
+
+/// The federation API: the contract's resources (spec §1, §4.1). The seed-era
+/// `extensions/v1beta1` versions have no short names, so that `rs` or `deploy` name the
+/// current group alone, as kubectl expects.
+#[rustfmt::skip]
+pub fn federation() -> Vec<ResourceKind> {
+    let status: &'static [&'static str] = &["status"];
+    let mut kinds = common();
+    kinds.extend([
+        kind("extensions", "v1beta1", "Deployment", "deployments", "deployment", &[], NS, &["status", "scale"], SUBDOMAIN, "deployments"),
+        kind("extensions", "v1beta1", "ReplicaSet", "replicasets", "replicaset", &[], NS, &["status", "scale"], SUBDOMAIN, "replicasets"),
+        kind("extensions", "v1beta1", "DaemonSet", "daemonsets", "daemonset", &[], NS, status, SUBDOMAIN, "daemonsets"),
+        kind("extensions", "v1beta1", "Ingress", "ingresses", "ingress", &[], NS, status, SUBDOMAIN, "ingresses"),
         kind("federation", "v1beta1", "Cluster", "clusters", "cluster", &[], CLUSTER, status, DNS1035, "clusters"),
-    ];
+    ]);
+    finish(kinds)
+}
+
+/// A member cluster's API (the local clusters): the common resources and what a cluster
+/// runs its workloads with, and the RBAC objects `kubefed join` creates (spec §3.1).
+#[rustfmt::skip]
+pub fn member() -> Vec<ResourceKind> {
+    let status: &'static [&'static str] = &["status"];
+    let rbac = "rbac.authorization.k8s.io";
+    let mut kinds = common();
+    kinds.extend([
+        kind("", "v1", "Node", "nodes", "node", &["no"], CLUSTER, status, SUBDOMAIN, "minions"),
+        kind("", "v1", "Pod", "pods", "pod", &["po"], NS, status, SUBDOMAIN, "pods"),
+        kind("", "v1", "Endpoints", "endpoints", "endpoints", &["ep"], NS, &[], SUBDOMAIN, "services/endpoints"),
+        kind("", "v1", "ServiceAccount", "serviceaccounts", "serviceaccount", &["sa"], NS, &[], SUBDOMAIN, "serviceaccounts"),
+        kind("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", "endpointslice", &[], NS, &[], SUBDOMAIN, "endpointslices"),
+        kind(rbac, "v1", "ClusterRole", "clusterroles", "clusterrole", &[], CLUSTER, &[], SUBDOMAIN, "clusterroles"),
+        kind(rbac, "v1", "ClusterRoleBinding", "clusterrolebindings", "clusterrolebinding", &[], CLUSTER, &[], SUBDOMAIN, "clusterrolebindings"),
+        kind(rbac, "v1", "Role", "roles", "role", &[], NS, &[], SUBDOMAIN, "roles"),
+        kind(rbac, "v1", "RoleBinding", "rolebindings", "rolebinding", &[], NS, &[], SUBDOMAIN, "rolebindings"),
+    ]);
+    finish(kinds)
+}
+
+/// Field selectors and categories, as kube-apiserver has them per type.
+fn finish(mut kinds: Vec<ResourceKind>) -> Vec<ResourceKind> {
     for k in &mut kinds {
         k.fields = match k.plural {
             "namespaces" => &["status.phase"],
@@ -77,10 +113,25 @@ pub fn federation() -> Vec<ResourceKind> {
                 "source",
                 "type",
             ],
+            "pods" => &[
+                "spec.nodeName",
+                "spec.restartPolicy",
+                "spec.schedulerName",
+                "spec.serviceAccountName",
+                "status.phase",
+                "status.podIP",
+                "status.nominatedNodeName",
+            ],
+            "nodes" => &["spec.unschedulable"],
             _ => &[],
         };
         k.categories = match k.plural {
-            "services" | "deployments" | "replicasets" | "daemonsets" | "jobs"
+            "services"
+            | "deployments"
+            | "replicasets"
+            | "daemonsets"
+            | "jobs"
+            | "pods"
             | "horizontalpodautoscalers" => &["all"],
             _ => &[],
         };

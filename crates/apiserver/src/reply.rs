@@ -214,6 +214,10 @@ fn plural_of(object: &Value) -> &'static str {
         Some("HorizontalPodAutoscaler") => "horizontalpodautoscalers",
         Some("Ingress") => "ingresses",
         Some("Lease") => "leases",
+        Some("Pod") => "pods",
+        Some("Node") => "nodes",
+        Some("Endpoints") => "endpoints",
+        Some("ServiceAccount") => "serviceaccounts",
         _ => "",
     }
 }
@@ -232,6 +236,10 @@ fn columns(plural: &str) -> &'static [&'static str] {
         "horizontalpodautoscalers" => &["Reference", "MinPods", "MaxPods", "Replicas"],
         "ingresses" => &["Hosts", "Address"],
         "leases" => &["Holder"],
+        "pods" => &["Ready", "Status", "Restarts"],
+        "nodes" => &["Status", "Roles"],
+        "endpoints" => &["Endpoints"],
+        "serviceaccounts" => &["Secrets"],
         _ => &[],
     }
 }
@@ -354,8 +362,83 @@ fn cells(plural: &str, item: &Value) -> Vec<Value> {
             ]
         }
         "leases" => vec![json!(or_none(s("/spec/holderIdentity")))],
+        "pods" => pod_cells(item),
+        "nodes" => {
+            let ready = item
+                .pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
+                .is_some_and(|c| c["status"] == "True");
+            vec![
+                json!(if ready { "Ready" } else { "NotReady" }),
+                json!("<none>"),
+            ]
+        }
+        "endpoints" => {
+            let mut shown = Vec::new();
+            for subset in item
+                .pointer("/subsets")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let ports: Vec<i64> = subset["ports"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|p| p["port"].as_i64())
+                    .collect();
+                for a in subset["addresses"].as_array().into_iter().flatten() {
+                    let ip = a["ip"].as_str().unwrap_or("");
+                    match ports.as_slice() {
+                        [] => shown.push(ip.to_string()),
+                        ps => shown.extend(ps.iter().map(|p| format!("{ip}:{p}"))),
+                    }
+                }
+            }
+            vec![json!(or_none(shown.join(",")))]
+        }
+        "serviceaccounts" => vec![json!(
+            item.get("secrets")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len)
+        )],
         _ => Vec::new(),
     }
+}
+
+/// READY (ready containers/all), STATUS (the phase, or why it is waiting) and RESTARTS.
+fn pod_cells(item: &Value) -> Vec<Value> {
+    let containers = item
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    let statuses: Vec<&Value> = item
+        .pointer("/status/containerStatuses")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().collect())
+        .unwrap_or_default();
+    let ready = statuses.iter().filter(|c| c["ready"] == true).count();
+    let restarts: i64 = statuses
+        .iter()
+        .filter_map(|c| c["restartCount"].as_i64())
+        .sum();
+    let phase = item
+        .pointer("/status/phase")
+        .and_then(Value::as_str)
+        .unwrap_or("Pending");
+    let status = if item.pointer("/metadata/deletionTimestamp").is_some() {
+        "Terminating".to_string()
+    } else if phase == "Succeeded" {
+        "Completed".to_string()
+    } else {
+        phase.to_string()
+    };
+    vec![
+        json!(format!("{ready}/{containers}")),
+        json!(status),
+        json!(restarts),
+    ]
 }
 
 /// The addresses in `status.loadBalancer.ingress`: of each entry, the first of `fields` set.

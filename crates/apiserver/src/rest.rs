@@ -1079,6 +1079,7 @@ fn merge_server_fields(
             }
         }
     }
+    validate::prepare_update(kind, current, object);
     if objects::has_generation(current) || objects::has_generation(object) {
         let generation = current
             .pointer("/metadata/generation")

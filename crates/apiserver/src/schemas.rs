@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use fellowship_apimachinery::{ApiError, ResourceKind, patch};
-use k8s_openapi::api::{apps, autoscaling, batch, coordination, core, networking};
+use k8s_openapi::api::{apps, autoscaling, batch, coordination, core, discovery, networking, rbac};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use schemars::{JsonSchema, SchemaGenerator, generate::SchemaSettings};
 use serde_json::{Map, Value, json};
@@ -75,6 +75,19 @@ fn kind_definition(generator: &mut SchemaGenerator, k: &ResourceKind) -> Option<
         }
         ("networking.k8s.io", _, "Ingress") => definition::<networking::v1::Ingress>(generator),
         ("coordination.k8s.io", _, "Lease") => definition::<coordination::v1::Lease>(generator),
+        ("discovery.k8s.io", _, "EndpointSlice") => {
+            definition::<discovery::v1::EndpointSlice>(generator)
+        }
+        ("rbac.authorization.k8s.io", _, "ClusterRole") => {
+            definition::<rbac::v1::ClusterRole>(generator)
+        }
+        ("rbac.authorization.k8s.io", _, "ClusterRoleBinding") => {
+            definition::<rbac::v1::ClusterRoleBinding>(generator)
+        }
+        ("rbac.authorization.k8s.io", _, "Role") => definition::<rbac::v1::Role>(generator),
+        ("rbac.authorization.k8s.io", _, "RoleBinding") => {
+            definition::<rbac::v1::RoleBinding>(generator)
+        }
         ("extensions", "v1beta1", "Ingress") => extensions_ingress(generator),
         ("federation", "v1beta1", "Cluster") => cluster(generator),
         _ => return None,

@@ -25,33 +25,51 @@ use crate::reply::{Reply, error_response};
 use crate::rest::{Query, Rest, Target};
 use crate::schemas::Schemas;
 
+/// What a server serves, built once from its registry and shared by every server that
+/// serves the same resources (the many local clusters of one process).
+pub struct Surface {
+    pub registry: Registry,
+    pub schemas: Arc<Schemas>,
+    openapi: OpenApi,
+}
+
+impl Surface {
+    pub fn new(registry: Registry) -> Arc<Surface> {
+        let schemas = Arc::new(Schemas::new(registry.all().map(|k| &**k)));
+        let openapi = OpenApi::new(&registry, &schemas);
+        Arc::new(Surface {
+            registry,
+            schemas,
+            openapi,
+        })
+    }
+}
+
 /// Everything a request needs.
 pub struct App {
-    pub registry: Registry,
+    pub surface: Arc<Surface>,
     pub rest: Rest,
     pub auth: Authenticator,
     /// The address `/api` advertises to clients.
     pub advertise: String,
-    openapi: OpenApi,
     metrics: Metrics,
 }
 
 impl App {
     pub fn new(
-        registry: Registry,
+        surface: Arc<Surface>,
         store: Arc<dyn Store>,
         auth: Authenticator,
         advertise: String,
     ) -> anyhow::Result<App> {
-        let namespaces = registry
+        let namespaces = surface
+            .registry
             .get("", "v1", "namespaces")
             .cloned()
             .ok_or_else(|| anyhow::anyhow!("the registry must serve namespaces"))?;
-        let schemas = Arc::new(Schemas::new(registry.all().map(|k| &**k)));
-        let openapi = OpenApi::new(&registry, &schemas);
+        let schemas = surface.schemas.clone();
         Ok(App {
-            openapi,
-            registry,
+            surface,
             rest: Rest {
                 store,
                 admission: Arc::new(crate::admission::chain(&[], &[], &[], namespaces.clone())?),
@@ -134,7 +152,8 @@ impl App {
             (segments.as_slice(), discovery::aggregated_version(accept))
         {
             let api_version = format!("apidiscovery.k8s.io/{version}");
-            let body = discovery::aggregated(&self.registry, segments == ["api"], &api_version);
+            let body =
+                discovery::aggregated(&self.surface.registry, segments == ["api"], &api_version);
             return Ok(Reply::Discovery { version, body });
         }
         match segments.as_slice() {
@@ -142,27 +161,29 @@ impl App {
             ["version"] => return ok(discovery::version()),
             ["metrics"] => return Ok(Reply::Text(self.metrics.render())),
             ["api"] => return ok(discovery::core_versions(&self.advertise)),
-            ["openapi", "v2"] => return ok(self.openapi.v2().clone()),
-            ["openapi", "v3"] => return ok(self.openapi.v3_index()),
+            ["openapi", "v2"] => return ok(self.surface.openapi.v2().clone()),
+            ["openapi", "v3"] => return ok(self.surface.openapi.v3_index()),
             ["openapi", "v3", gv @ ..] => {
                 let doc = self
+                    .surface
                     .openapi
                     .v3(&gv.join("/"))
                     .ok_or_else(ApiError::no_route)?;
                 return ok(doc.clone());
             }
-            ["apis"] => return ok(discovery::groups(&self.registry)),
+            ["apis"] => return ok(discovery::groups(&self.surface.registry)),
             ["api", "v1"] => {
-                return ok(discovery::resources(&self.registry, "", "v1")
+                return ok(discovery::resources(&self.surface.registry, "", "v1")
                     .ok_or_else(ApiError::no_route)?);
             }
             ["apis", g] => {
-                return ok(discovery::group(&self.registry, g).ok_or_else(ApiError::no_route)?);
+                return ok(
+                    discovery::group(&self.surface.registry, g).ok_or_else(ApiError::no_route)?
+                );
             }
             ["apis", g, v] => {
-                return ok(
-                    discovery::resources(&self.registry, g, v).ok_or_else(ApiError::no_route)?
-                );
+                return ok(discovery::resources(&self.surface.registry, g, v)
+                    .ok_or_else(ApiError::no_route)?);
             }
             _ => {}
         }
@@ -186,7 +207,7 @@ impl App {
 
     /// Resolves the path after `/api/v1` or `/apis/{group}/{version}`.
     fn target(&self, group: &str, version: &str, rest: &[&str]) -> Result<Target, ApiError> {
-        let find = |plural: &str| self.registry.get(group, version, plural).cloned();
+        let find = |plural: &str| self.surface.registry.get(group, version, plural).cloned();
         let target = |kind, namespace: &str, name: &str, sub: Option<&&str>| Target {
             kind,
             namespace: namespace.to_string(),

@@ -28,11 +28,52 @@ pub fn prepare_create(kind: &ResourceKind, object: &mut Value) {
                 spec.insert("type".into(), json!("ClusterIP"));
             }
         }
+        ("apps", "deployments" | "replicasets") => {
+            if let Some(spec) = object.get_mut("spec").and_then(Value::as_object_mut) {
+                spec.entry("replicas").or_insert(json!(1));
+            }
+        }
         // A new cluster has no known state: the cluster controller writes it (spec §1).
         ("federation", "clusters") => {
             object.as_object_mut().map(|o| o.remove("status"));
         }
         _ => {}
+    }
+}
+
+/// Type-specific changes on update: what the server allocated on create stays when a
+/// writer leaves it out, as kube-apiserver keeps a Service's cluster IPs and node ports
+/// (so that a controller writing its own copy of a Service never fights the cluster).
+pub fn prepare_update(kind: &ResourceKind, current: &Value, object: &mut Value) {
+    if (kind.group, kind.plural) != ("", "services") {
+        return;
+    }
+    let (Some(old), Some(new)) = (
+        current.get("spec"),
+        object.get_mut("spec").and_then(Value::as_object_mut),
+    ) else {
+        return;
+    };
+    for field in ["clusterIP", "clusterIPs", "healthCheckNodePort"] {
+        if let Some(v) = old.get(field)
+            && new.get(field).is_none_or(|n| n == "" || n.is_null())
+        {
+            new.insert(field.into(), v.clone());
+        }
+    }
+    let old_ports = old.get("ports").and_then(Value::as_array);
+    let new_ports = new.get_mut("ports").and_then(Value::as_array_mut);
+    if let (Some(old_ports), Some(new_ports)) = (old_ports, new_ports) {
+        for port in new_ports.iter_mut().filter(|p| p.get("nodePort").is_none()) {
+            let same = old_ports.iter().find(|o| {
+                o.get("port") == port.get("port")
+                    && o.get("protocol").unwrap_or(&json!("TCP"))
+                        == port.get("protocol").unwrap_or(&json!("TCP"))
+            });
+            if let Some(node_port) = same.and_then(|o| o.get("nodePort")) {
+                port["nodePort"] = node_port.clone();
+            }
+        }
     }
 }
 

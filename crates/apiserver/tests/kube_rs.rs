@@ -133,10 +133,7 @@ async fn typed_client_round_trip(backend: Backend) {
         other => panic!("expected 404, got {other:?}"),
     }
     // Aggregated discovery finds every group, the federation's own among them.
-    let discovery = kube::Discovery::new(client)
-        .run_aggregated()
-        .await
-        .unwrap();
+    let discovery = kube::Discovery::new(client).run_aggregated().await.unwrap();
     let federation = discovery.get("federation").expect("the federation group");
     assert!(
         federation

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use clap::Parser;
+use fellowship_apiserver::server::Surface;
 use fellowship_apiserver::{App, Options, namespaces, registry, server, tls};
 
 #[tokio::main]
@@ -39,7 +40,7 @@ async fn run(options: Options) -> anyhow::Result<()> {
     let auth = options.authenticator()?;
     let tls = tls::server_config(&options.tls())?;
     let store = options.open_store().await?;
-    let mut app = App::new(registry, store, auth, options.advertise())?;
+    let mut app = App::new(Surface::new(registry), store, auth, options.advertise())?;
     app.rest.event_ttl = options.event_ttl;
     app.rest.admission = Arc::new(admission);
     tracing::info!(plugins = ?app.rest.admission.names(), "admission");
