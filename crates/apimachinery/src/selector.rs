@@ -152,6 +152,60 @@ impl LabelSelector {
         Ok(LabelSelector { requirements })
     }
 
+    /// The object form of workloads and services (`matchLabels`, `matchExpressions` with
+    /// `In`, `NotIn`, `Exists`, `DoesNotExist`); a Service's plain map of labels too.
+    pub fn from_object(selector: &Value) -> Result<LabelSelector, String> {
+        let Some(object) = selector.as_object() else {
+            return Ok(LabelSelector::default());
+        };
+        let as_labels = |m: &Map<String, Value>| -> Vec<Requirement> {
+            m.iter()
+                .map(|(k, v)| Requirement {
+                    key: k.clone(),
+                    op: Op::Eq(v.as_str().unwrap_or("").to_string()),
+                })
+                .collect()
+        };
+        if !object.contains_key("matchLabels") && !object.contains_key("matchExpressions") {
+            return Ok(LabelSelector {
+                requirements: as_labels(object),
+            });
+        }
+        let mut requirements = object
+            .get("matchLabels")
+            .and_then(Value::as_object)
+            .map(as_labels)
+            .unwrap_or_default();
+        for e in object
+            .get("matchExpressions")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let key = e
+                .get("key")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            let values: Vec<String> = e
+                .get("values")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect();
+            let op = match e.get("operator").and_then(Value::as_str) {
+                Some("In") => Op::In(values),
+                Some("NotIn") => Op::NotIn(values),
+                Some("Exists") => Op::Exists,
+                Some("DoesNotExist") => Op::NotExists,
+                other => return Err(format!("{other:?} is not a valid label selector operator")),
+            };
+            requirements.push(Requirement { key, op });
+        }
+        Ok(LabelSelector { requirements })
+    }
+
     pub fn is_empty(&self) -> bool {
         self.requirements.is_empty()
     }
@@ -297,6 +351,30 @@ fn unescape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn object_selectors() {
+        let labels = |v: Value| v.as_object().cloned();
+        let s = LabelSelector::from_object(&serde_json::json!({
+            "matchLabels": {"app": "web"},
+            "matchExpressions": [{"key": "tier", "operator": "In", "values": ["a", "b"]}, {"key": "canary", "operator": "DoesNotExist"}],
+        }))
+        .unwrap();
+        assert!(s.matches(labels(serde_json::json!({"app": "web", "tier": "b"})).as_ref()));
+        assert!(!s.matches(labels(serde_json::json!({"app": "web", "tier": "c"})).as_ref()));
+        assert!(!s.matches(
+            labels(serde_json::json!({"app": "web", "tier": "a", "canary": "1"})).as_ref()
+        ));
+        let plain = LabelSelector::from_object(&serde_json::json!({"run": "nginx"})).unwrap();
+        assert!(plain.matches(labels(serde_json::json!({"run": "nginx", "x": "y"})).as_ref()));
+        assert!(!plain.matches(None));
+        assert!(
+            LabelSelector::from_object(
+                &serde_json::json!({"matchExpressions": [{"key": "a", "operator": "Near"}]})
+            )
+            .is_err()
+        );
+    }
     use serde_json::json;
 
     fn labels(v: Value) -> Map<String, Value> {

@@ -55,6 +55,10 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
+    pub fn add_token(&mut self, token: String, user: User) {
+        self.tokens.insert(token, user);
+    }
+
     /// Loads `token,user,uid[,"group1,group2"]` lines.
     pub fn load_tokens(&mut self, path: &Path) -> anyhow::Result<()> {
         for (secret, user) in read_csv(path)? {

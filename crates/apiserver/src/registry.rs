@@ -87,7 +87,7 @@ pub fn member() -> Vec<ResourceKind> {
     kinds.extend([
         kind("", "v1", "Node", "nodes", "node", &["no"], CLUSTER, status, SUBDOMAIN, "minions"),
         kind("", "v1", "Pod", "pods", "pod", &["po"], NS, status, SUBDOMAIN, "pods"),
-        kind("", "v1", "Endpoints", "endpoints", "endpoints", &["ep"], NS, &[], SUBDOMAIN, "services/endpoints"),
+        kind("", "v1", "Endpoints", "endpoints", "endpoints", &["ep"], NS, &[], SUBDOMAIN, "endpoints"),
         kind("", "v1", "ServiceAccount", "serviceaccounts", "serviceaccount", &["sa"], NS, &[], SUBDOMAIN, "serviceaccounts"),
         kind("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", "endpointslice", &[], NS, &[], SUBDOMAIN, "endpointslices"),
         kind(rbac, "v1", "ClusterRole", "clusterroles", "clusterrole", &[], CLUSTER, &[], SUBDOMAIN, "clusterroles"),
