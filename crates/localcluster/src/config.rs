@@ -167,14 +167,19 @@ impl ClusterConfig {
 }
 
 impl FleetConfig {
-    /// `count` clusters named from `names` where given, else from the defaults.
+    /// `count` clusters named from `names` where given, then from the default names not
+    /// taken.
     pub fn numbered(count: usize, names: &[String]) -> FleetConfig {
+        let mut defaults = (0..)
+            .map(|i| ClusterConfig::numbered(i).name)
+            .filter(|n| !names.contains(n));
         let clusters = (0..count.max(names.len()))
             .map(|i| {
                 let mut c = ClusterConfig::numbered(i);
-                if let Some(name) = names.get(i) {
-                    c.name = name.clone();
-                }
+                c.name = match names.get(i) {
+                    Some(name) => name.clone(),
+                    None => defaults.next().expect("names never run out"),
+                };
                 c
             })
             .collect();

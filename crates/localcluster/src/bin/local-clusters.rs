@@ -13,10 +13,11 @@ use fellowship_localcluster::{Fleet, FleetConfig, kubeconfig};
 #[derive(Parser, Debug)]
 #[command(name = "local-clusters", version)]
 struct Args {
-    /// How many clusters (named rivendell, gondor, rohan, ... unless --names says).
-    #[arg(long, default_value_t = 3)]
-    count: usize,
-    /// Cluster names, comma-separated (more names than --count start more clusters).
+    /// How many clusters (named rivendell, gondor, rohan, ... unless --names says); 3, or
+    /// as many as --names gives.
+    #[arg(long)]
+    count: Option<usize>,
+    /// Cluster names, comma-separated.
     #[arg(long, value_delimiter = ',')]
     names: Vec<String>,
     /// A YAML file listing the clusters (name, region, zones, nodes, nodeCapacity,
@@ -73,7 +74,14 @@ async fn main() {
 fn fleet_config(args: &Args) -> anyhow::Result<FleetConfig> {
     let mut config = match &args.config {
         Some(path) => FleetConfig::read(path)?,
-        None => FleetConfig::numbered(args.count, &args.names),
+        None => {
+            let count = args.count.unwrap_or(if args.names.is_empty() {
+                3
+            } else {
+                args.names.len()
+            });
+            FleetConfig::numbered(count, &args.names)
+        }
     };
     for c in &mut config.clusters {
         if let Some(n) = args.nodes {
