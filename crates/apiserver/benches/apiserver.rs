@@ -15,64 +15,17 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fellowship_storage::{EmbeddedConfig, EmbeddedStore, Store};
+use fellowship_testkit::https::{self, Target, configmap, send};
 use fellowship_testkit::{Pki, bench_runtime, env_number, free_port, memory, reset_peak_memory};
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
-use rustls_pki_types::ServerName;
-use rustls_pki_types::pem::PemObject;
 use tokio::net::TcpStream;
 
 const TOKEN: &str = "bench-token";
 const PHASE: Duration = Duration::from_secs(3);
 
-struct Target {
-    port: u16,
-    tls: tokio_rustls::TlsConnector,
-}
-
-impl Target {
-    async fn connect(&self) -> SendRequest<Full<Bytes>> {
-        let tcp = TcpStream::connect(("127.0.0.1", self.port)).await.unwrap();
-        tcp.set_nodelay(true).unwrap();
-        let name = ServerName::try_from("127.0.0.1").unwrap();
-        let tls = self.tls.connect(name, tcp).await.unwrap();
-        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        send
-    }
-}
-
 fn request(method: &str, path: &str, body: Bytes) -> Request<Full<Bytes>> {
-    Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "127.0.0.1")
-        .header("authorization", format!("Bearer {TOKEN}"))
-        .header("content-type", "application/json")
-        .body(Full::new(body))
-        .unwrap()
-}
-
-/// Sends one request and reads the whole response; returns the status.
-async fn send(conn: &mut SendRequest<Full<Bytes>>, req: Request<Full<Bytes>>) -> u16 {
-    conn.ready().await.unwrap();
-    let resp = conn.send_request(req).await.unwrap();
-    let status = resp.status().as_u16();
-    resp.into_body().collect().await.unwrap();
-    status
-}
-
-fn configmap(name: &str) -> Bytes {
-    let body = serde_json::json!({
-        "apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": name},
-        "data": {"payload": "x".repeat(1024 - 100)},
-    });
-    Bytes::from(serde_json::to_vec(&body).unwrap())
+    https::request(TOKEN, method, path, body)
 }
 
 /// Requests/s from `conns` connections for a fixed time; `make(conn, i)` builds each request.
@@ -135,21 +88,8 @@ fn main() {
         .unwrap();
     let pid = child.id();
 
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pki_types::CertificateDer::pem_file_iter(pki.ca_file()).unwrap() {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let target = Arc::new(Target {
-        port,
-        tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
-    });
+    let ca = std::fs::read(pki.ca_file()).unwrap();
+    let target = Arc::new(Target::new(port, &ca));
 
     rt.block_on(async {
         // Start to ready: until /readyz answers.

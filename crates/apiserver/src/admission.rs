@@ -13,8 +13,6 @@ use fellowship_storage::Store;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::objects::present;
-
 /// The plugins the federation API server knows, in the order they run (spec §8).
 pub const KNOWN: &[&str] = &[
     "NamespaceLifecycle",
@@ -71,8 +69,21 @@ impl Plugin for NamespaceLifecycle {
             .await
             .map_err(|e| ApiError::unavailable(e.to_string()))?
             .ok_or_else(|| ApiError::not_found(ns.group_resource(), name))?;
-        let object = present(&kv, ns)?;
-        if object.pointer("/status/phase").and_then(Value::as_str) == Some("Terminating") {
+        // Only the phase is read: this runs on every create.
+        #[derive(Deserialize)]
+        struct Phase {
+            #[serde(default)]
+            status: Status,
+        }
+        #[derive(Deserialize, Default)]
+        struct Status {
+            #[serde(default)]
+            phase: String,
+        }
+        let namespace: Phase = serde_json::from_slice(&kv.value).map_err(|e| {
+            ApiError::internal(format!("stored namespace {name} is unreadable: {e}"))
+        })?;
+        if namespace.status.phase == "Terminating" {
             return Err(ApiError::forbidden(format!(
                 "unable to create new content in namespace {name} because it is being terminated"
             )));

@@ -234,8 +234,17 @@ impl Rest {
     }
 
     pub async fn create(&self, t: &Target, query: &Query, body: &[u8]) -> Result<Reply, ApiError> {
-        self.create_as(t, query, decode(body)?, Ownership::Update)
-            .await
+        self.create_object(t, query, decode(body)?).await
+    }
+
+    /// [`Rest::create`] of an object already decoded (in-process writers).
+    pub async fn create_object(
+        &self,
+        t: &Target,
+        query: &Query,
+        object: Value,
+    ) -> Result<Reply, ApiError> {
+        self.create_as(t, query, object, Ownership::Update).await
     }
 
     async fn create_as(
@@ -308,7 +317,7 @@ impl Rest {
             .create(&key, encode(kind, &object), self.ttl(kind))
             .await
             .map_err(|e| store_error(e, kind, &name))?;
-        Ok(Reply::object(StatusCode::CREATED, present(&kv, kind)?).warn(warnings))
+        Ok(Reply::object(StatusCode::CREATED, stored(kind, object, &kv)?).warn(warnings))
     }
 
     /// Validates the object, runs the admission chain on it, and validates what admission
@@ -331,7 +340,16 @@ impl Rest {
     }
 
     pub async fn update(&self, t: &Target, query: &Query, body: &[u8]) -> Result<Reply, ApiError> {
-        let mut object = decode(body)?;
+        self.update_object(t, query, decode(body)?).await
+    }
+
+    /// [`Rest::update`] of an object already decoded (in-process writers).
+    pub async fn update_object(
+        &self,
+        t: &Target,
+        query: &Query,
+        mut object: Value,
+    ) -> Result<Reply, ApiError> {
         check_type(&mut object, &t.kind)?;
         let body_name = meta::name(&object);
         if body_name != t.name {
@@ -575,7 +593,9 @@ impl Rest {
             };
             match result {
                 Ok(Some(kv)) => {
-                    return Ok(Reply::object(StatusCode::OK, present(&kv, kind)?).warn(warnings));
+                    return Ok(
+                        Reply::object(StatusCode::OK, stored(kind, object, &kv)?).warn(warnings)
+                    );
                 }
                 Ok(None) => return Ok(Reply::object(StatusCode::OK, object).warn(warnings)),
                 Err(StoreError::Conflict { .. }) if precondition.is_empty() => continue,
@@ -977,6 +997,19 @@ fn spec_mut<'a>(
             )],
         )
     })
+}
+
+/// The object just written, as a read of it would show it: what was stored with the new
+/// resourceVersion, parsed back only when it was converted on the way in.
+fn stored(kind: &ResourceKind, mut object: Value, kv: &KeyValue) -> Result<Value, ApiError> {
+    if crate::conversion::storage_version(kind) != kind.api_version() {
+        return present(kv, kind);
+    }
+    meta::metadata_mut(&mut object).insert(
+        "resourceVersion".into(),
+        Value::String(kv.mod_revision.to_string()),
+    );
+    Ok(object)
 }
 
 pub fn selectors(

@@ -1,12 +1,10 @@
 //! In-process access to one cluster's objects for its simulated control loops: reads from
-//! the store, writes through the same REST layer as HTTP requests (validation, admission,
+//! a cache fed by the store's events (or the store), writes through the same REST layer as HTTP requests (validation, admission,
 //! resourceVersion checks, managedFields), without the HTTP.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 
-use axum::http::{HeaderMap, Method};
-use bytes::Bytes;
 use fellowship_apimachinery::{ApiError, ResourceKind};
 use fellowship_apiserver::App;
 use fellowship_apiserver::objects::present;
@@ -32,9 +30,109 @@ pub struct Kinds {
     pub hpas: Arc<ResourceKind>,
 }
 
+impl Kinds {
+    /// The kind stored under a key prefix.
+    pub fn by_storage(&self, storage: &str) -> Option<&Arc<ResourceKind>> {
+        [
+            &self.namespaces,
+            &self.nodes,
+            &self.pods,
+            &self.services,
+            &self.endpoints,
+            &self.endpoint_slices,
+            &self.service_accounts,
+            &self.secrets,
+            &self.deployments,
+            &self.replica_sets,
+            &self.daemon_sets,
+            &self.jobs,
+            &self.hpas,
+        ]
+        .into_iter()
+        .find(|k| k.storage == storage)
+    }
+}
+
+/// The objects the control loops read most, kept in memory from the store's events (as
+/// informers keep them), indexed by controller. Writes are published before they return,
+/// so a loop that takes in pending events before each reconcile reads its own writes.
+#[derive(Default)]
+pub struct Cache {
+    objects: HashMap<String, BTreeMap<(String, String), Arc<Value>>>,
+    /// (storage, namespace, controller kind, controller name) → names.
+    controlled: HashMap<(String, String, String, String), BTreeSet<String>>,
+}
+
+/// What the cache holds, by storage prefix.
+pub const CACHED: &[&str] = &[
+    "minions",
+    "pods",
+    "replicasets",
+    "deployments",
+    "daemonsets",
+    "jobs",
+    "services",
+    "serviceaccounts",
+    "horizontalpodautoscalers",
+];
+
+fn controller(object: &Value) -> Option<(String, String)> {
+    let r = object
+        .pointer("/metadata/ownerReferences")?
+        .as_array()?
+        .iter()
+        .find(|r| r["controller"] == true)?;
+    Some((
+        r["kind"].as_str()?.to_string(),
+        r["name"].as_str()?.to_string(),
+    ))
+}
+
+impl Cache {
+    /// Records an object's new state; `None` when it was deleted.
+    pub fn apply(&mut self, storage: &str, namespace: &str, name: &str, object: Option<Value>) {
+        let objects = self.objects.entry(storage.to_string()).or_default();
+        let key = (namespace.to_string(), name.to_string());
+        if let Some((kind, owner)) = objects.get(&key).and_then(|o| controller(o)) {
+            let index = (storage.to_string(), namespace.to_string(), kind, owner);
+            if let Some(set) = self.controlled.get_mut(&index) {
+                set.remove(name);
+                if set.is_empty() {
+                    self.controlled.remove(&index);
+                }
+            }
+        }
+        match object {
+            Some(mut o) => {
+                // The loops never read field ownership, and a write's managedFields are the
+                // server's anyway: leaving them out halves what is kept and copied.
+                if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
+                    m.remove("managedFields");
+                }
+                if let Some((kind, owner)) = controller(&o) {
+                    self.controlled
+                        .entry((storage.to_string(), namespace.to_string(), kind, owner))
+                        .or_default()
+                        .insert(name.to_string());
+                }
+                objects.insert(key, Arc::new(o));
+            }
+            None => {
+                objects.remove(&key);
+            }
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.objects.clear();
+        self.controlled.clear();
+    }
+}
+
 pub struct Access {
     pub app: Arc<App>,
     pub kinds: Kinds,
+    pub cache: Mutex<Cache>,
 }
 
 impl Access {
@@ -61,11 +159,69 @@ impl Access {
             jobs: find("batch", "v1", "jobs")?,
             hpas: find("autoscaling", "v2", "horizontalpodautoscalers")?,
         };
-        Ok(Access { app, kinds })
+        Ok(Access {
+            app,
+            kinds,
+            cache: Mutex::new(Cache::default()),
+        })
+    }
+
+    fn cached(kind: &ResourceKind) -> bool {
+        CACHED.contains(&kind.storage)
+    }
+
+    /// Looks at every cached object of `kind` in `namespace` (all when empty) without
+    /// copying it.
+    pub fn for_each(&self, kind: &ResourceKind, namespace: &str, mut f: impl FnMut(&Value)) {
+        let cache = self.cache.lock().expect("not poisoned");
+        for ((ns, _), o) in cache.objects.get(kind.storage).into_iter().flatten() {
+            if namespace.is_empty() || ns == namespace {
+                f(o);
+            }
+        }
+    }
+
+    /// What `kind`'s object `name` controls among `dependents`, from the cache.
+    pub fn controlled(
+        &self,
+        dependents: &ResourceKind,
+        namespace: &str,
+        kind: &str,
+        name: &str,
+    ) -> Vec<Value> {
+        let cache = self.cache.lock().expect("not poisoned");
+        let index = (
+            dependents.storage.to_string(),
+            namespace.to_string(),
+            kind.to_string(),
+            name.to_string(),
+        );
+        let Some(names) = cache.controlled.get(&index) else {
+            return Vec::new();
+        };
+        let objects = &cache.objects[dependents.storage];
+        names
+            .iter()
+            .filter_map(|n| objects.get(&(namespace.to_string(), n.clone())))
+            .map(|o| (**o).clone())
+            .collect()
     }
 
     /// The objects of `kind` in `namespace` (every namespace when empty).
     pub async fn list(&self, kind: &ResourceKind, namespace: &str) -> Result<Vec<Value>, ApiError> {
+        if Self::cached(kind) {
+            let cache = self.cache.lock().expect("not poisoned");
+            return Ok(cache
+                .objects
+                .get(kind.storage)
+                .map(|m| {
+                    m.iter()
+                        .filter(|((ns, _), _)| namespace.is_empty() || ns == namespace)
+                        .map(|(_, o)| (**o).clone())
+                        .collect()
+                })
+                .unwrap_or_default());
+        }
         let page = self
             .app
             .rest
@@ -82,6 +238,14 @@ impl Access {
         namespace: &str,
         name: &str,
     ) -> Result<Option<Value>, ApiError> {
+        if Self::cached(kind) {
+            let cache = self.cache.lock().expect("not poisoned");
+            return Ok(cache
+                .objects
+                .get(kind.storage)
+                .and_then(|m| m.get(&(namespace.to_string(), name.to_string())))
+                .map(|o| (**o).clone()));
+        }
         let kv = self
             .app
             .rest
@@ -92,26 +256,8 @@ impl Access {
         kv.map(|kv| present(&kv, kind)).transpose()
     }
 
-    async fn call(
-        &self,
-        method: Method,
-        target: Target,
-        manager: &str,
-        body: Option<&Value>,
-    ) -> Result<Option<Value>, ApiError> {
-        let query: Query = HashMap::from([("fieldManager".to_string(), manager.to_string())]);
-        let body = body
-            .map(|b| Bytes::from(serde_json::to_vec(b).expect("JSON values serialize")))
-            .unwrap_or_default();
-        let reply = self
-            .app
-            .rest
-            .serve(&method, &target, &query, &HeaderMap::new(), body)
-            .await?;
-        Ok(match reply {
-            Reply::Object { object, .. } => Some(object),
-            _ => None,
-        })
+    fn query(manager: &str) -> Query {
+        HashMap::from([("fieldManager".to_string(), manager.to_string())])
     }
 
     pub async fn create(
@@ -122,7 +268,12 @@ impl Access {
         object: &Value,
     ) -> Result<Option<Value>, ApiError> {
         let t = target(kind, namespace, "", None);
-        self.call(Method::POST, t, manager, Some(object)).await
+        let reply = self
+            .app
+            .rest
+            .create_object(&t, &Self::query(manager), object.clone())
+            .await?;
+        Ok(object_of(reply))
     }
 
     /// Replaces `object` (its resourceVersion a precondition), or its status.
@@ -137,7 +288,12 @@ impl Access {
         let name = fellowship_apimachinery::meta::name(object).to_string();
         let sub = status.then_some("status");
         let t = target(kind, &namespace, &name, sub);
-        self.call(Method::PUT, t, manager, Some(object)).await
+        let reply = self
+            .app
+            .rest
+            .update_object(&t, &Self::query(manager), object.clone())
+            .await?;
+        Ok(object_of(reply))
     }
 
     /// Deletes in the background (dependents go after); a missing object is no error.
@@ -148,18 +304,18 @@ impl Access {
         name: &str,
         manager: &str,
     ) -> Result<(), ApiError> {
-        match self
-            .call(
-                Method::DELETE,
-                target(kind, namespace, name, None),
-                manager,
-                None,
-            )
-            .await
-        {
+        let t = target(kind, namespace, name, None);
+        match self.app.rest.delete(&t, &Self::query(manager), b"").await {
             Err(e) if e.code == 404 => Ok(()),
             other => other.map(|_| ()),
         }
+    }
+}
+
+fn object_of(reply: Reply) -> Option<Value> {
+    match reply {
+        Reply::Object { object, .. } => Some(object),
+        _ => None,
     }
 }
 

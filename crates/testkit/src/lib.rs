@@ -1,5 +1,6 @@
 //! Helpers for tests and benchmarks that run real peers on loopback.
 
+pub mod https;
 mod pki;
 
 pub use pki::{Pair, Pki};

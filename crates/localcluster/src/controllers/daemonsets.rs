@@ -38,7 +38,7 @@ pub async fn reconcile(c: &Controllers, namespace: &str, name: &str) -> Result<(
         .map(|n| meta::name(n).to_string())
         .collect();
     let mut by_node: BTreeMap<String, Vec<Value>> = BTreeMap::new();
-    for p in owned_pods(c, &ds).await? {
+    for p in owned_pods(c, &ds) {
         let node = p
             .pointer("/spec/nodeName")
             .and_then(Value::as_str)

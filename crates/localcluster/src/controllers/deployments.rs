@@ -7,8 +7,7 @@ use fellowship_apimachinery::{ApiError, meta};
 use serde_json::{Value, json};
 
 use super::{
-    CONTROLLER_MANAGER, Controllers, collect_garbage, condition, controlled_by, int,
-    owner_reference, write_status,
+    CONTROLLER_MANAGER, Controllers, collect_garbage, condition, int, owner_reference, write_status,
 };
 
 const HASH_LABEL: &str = "pod-template-hash";
@@ -53,13 +52,7 @@ pub async fn reconcile(c: &Controllers, namespace: &str, name: &str) -> Result<(
     let want = int(&d, "/spec/replicas", 1).max(0);
     let template = d.pointer("/spec/template").cloned().unwrap_or(json!({}));
     let hash = template_hash(&template);
-    let sets: Vec<Value> = c
-        .access
-        .list(&k.replica_sets, namespace)
-        .await?
-        .into_iter()
-        .filter(|rs| controlled_by(rs, &d))
-        .collect();
+    let sets = super::controlled(c, &k.replica_sets, &d);
     let revision = |rs: &Value| {
         rs.pointer(&format!(
             "/metadata/annotations/{}",

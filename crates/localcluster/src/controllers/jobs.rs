@@ -5,8 +5,8 @@ use fellowship_apimachinery::{ApiError, meta};
 use serde_json::{Value, json};
 
 use super::{
-    CONTROLLER_MANAGER, Controllers, collect_garbage, condition, controlled_by, int,
-    pod_from_template, write_status,
+    CONTROLLER_MANAGER, Controllers, collect_garbage, condition, int, pod_from_template,
+    write_status,
 };
 
 pub async fn reconcile(c: &Controllers, namespace: &str, name: &str) -> Result<(), ApiError> {
@@ -19,13 +19,7 @@ pub async fn reconcile(c: &Controllers, namespace: &str, name: &str) -> Result<(
     }
     let completions = int(&job, "/spec/completions", 1).max(0);
     let parallelism = int(&job, "/spec/parallelism", 1).max(0);
-    let pods: Vec<Value> = c
-        .access
-        .list(&k.pods, namespace)
-        .await?
-        .into_iter()
-        .filter(|p| controlled_by(p, &job) && p.pointer("/metadata/deletionTimestamp").is_none())
-        .collect();
+    let pods = super::owned_pods(c, &job);
     let phase = |p: &Value| {
         p.pointer("/status/phase")
             .and_then(Value::as_str)

@@ -25,8 +25,9 @@ use futures::{FutureExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use crate::access::Access;
+use crate::access::{Access, CACHED};
 use crate::config::{ClusterConfig, Simulation};
+use fellowship_apiserver::objects::present;
 
 /// The control loops, by what they reconcile.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -119,6 +120,7 @@ impl Controllers {
         let store = &self.access.app.rest.store;
         let unavailable = |e: fellowship_storage::Error| ApiError::unavailable(e.to_string());
         let from = store.current_revision().await.map_err(unavailable)?;
+        self.fill_cache(from).await?;
         let mut events = store.watch("/", from).await.map_err(unavailable)?;
         let mut queue = Queue::default();
         self.everything(&mut queue).await?;
@@ -154,6 +156,38 @@ impl Controllers {
         }
     }
 
+    /// The cached kinds as of `revision`, from which the watch then continues.
+    async fn fill_cache(&self, revision: fellowship_storage::Revision) -> Result<(), ApiError> {
+        let store = &self.access.app.rest.store;
+        let mut fresh = crate::access::Cache::default();
+        for storage in CACHED {
+            let kind = self
+                .access
+                .kinds
+                .by_storage(storage)
+                .expect("every cached kind is known");
+            let options = fellowship_storage::ListOptions {
+                revision: Some(revision),
+                ..Default::default()
+            };
+            let page = store
+                .list(&kind.key("", ""), options)
+                .await
+                .map_err(|e| ApiError::unavailable(e.to_string()))?;
+            for kv in &page.items {
+                let o = present(kv, kind)?;
+                fresh.apply(
+                    storage,
+                    meta::namespace(&o),
+                    meta::name(&o),
+                    Some(o.clone()),
+                );
+            }
+        }
+        *self.access.cache.lock().expect("not poisoned") = fresh;
+        Ok(())
+    }
+
     /// The work an event calls for.
     fn observe(&self, event: Event, queue: &mut Queue) {
         let key = event.kv.key.trim_start_matches('/');
@@ -164,6 +198,10 @@ impl Controllers {
             (Some(a), None) => ("", a),
             _ => return,
         };
+        // Only what the loops follow is parsed: ConfigMaps and the like pass by.
+        if !CACHED.contains(&storage) && !matches!(storage, "secrets" | "namespaces") {
+            return;
+        }
         let value = match event.kind {
             EventKind::Deleted => event.prev.as_ref().map(|p| &p.value),
             _ => Some(&event.kv.value),
@@ -171,6 +209,19 @@ impl Controllers {
         let object: Value = value
             .and_then(|v| serde_json::from_slice(v).ok())
             .unwrap_or(Value::Null);
+        if CACHED.contains(&storage)
+            && let Some(kind) = self.access.kinds.by_storage(storage)
+        {
+            let now = match event.kind {
+                EventKind::Deleted => None,
+                _ => present(&event.kv, kind).ok(),
+            };
+            self.access
+                .cache
+                .lock()
+                .expect("not poisoned")
+                .apply(storage, namespace, name, now);
+        }
         match storage {
             "namespaces" => queue.add(Loop::Namespace, "", name),
             "serviceaccounts" => queue.add(Loop::ServiceAccount, namespace, name),
@@ -211,14 +262,14 @@ impl Controllers {
     /// Pods waiting for a node, and HPAs, whose inputs change without events of their own.
     async fn pending(&self, queue: &mut Queue) -> Result<(), ApiError> {
         let k = &self.access.kinds;
-        for pod in self.access.list(&k.pods, "").await? {
+        self.access.for_each(&k.pods, "", |pod| {
             if pod.pointer("/spec/nodeName").is_none() {
-                queue.add(Loop::Pod, meta::namespace(&pod), meta::name(&pod));
+                queue.add(Loop::Pod, meta::namespace(pod), meta::name(pod));
             }
-        }
-        for hpa in self.access.list(&k.hpas, "").await? {
-            queue.add(Loop::Hpa, meta::namespace(&hpa), meta::name(&hpa));
-        }
+        });
+        self.access.for_each(&k.hpas, "", |hpa| {
+            queue.add(Loop::Hpa, meta::namespace(hpa), meta::name(hpa));
+        });
         Ok(())
     }
 
@@ -236,8 +287,14 @@ impl Controllers {
             (&k.hpas, Loop::Hpa),
         ];
         for (kind, l) in loops {
-            for o in self.access.list(kind, "").await? {
-                queue.add(l, meta::namespace(&o), meta::name(&o));
+            if CACHED.contains(&kind.storage) {
+                self.access.for_each(kind, "", |o| {
+                    queue.add(l, meta::namespace(o), meta::name(o));
+                });
+            } else {
+                for o in self.access.list(kind, "").await? {
+                    queue.add(l, meta::namespace(&o), meta::name(&o));
+                }
             }
         }
         for secret in self.access.list(&k.secrets, "").await? {
@@ -403,16 +460,22 @@ fn condition(kind: &str, status: bool, reason: &str, message: &str) -> Value {
     })
 }
 
-/// The Pods of `owner`: those it controls, not being deleted.
-async fn owned_pods(c: &Controllers, owner: &Value) -> Result<Vec<Value>, ApiError> {
-    let pods = c
-        .access
-        .list(&c.access.kinds.pods, meta::namespace(owner))
-        .await?;
-    Ok(pods
+/// What `owner` controls among `dependents`.
+fn controlled(c: &Controllers, dependents: &ResourceKind, owner: &Value) -> Vec<Value> {
+    let kind = owner["kind"].as_str().unwrap_or("");
+    c.access
+        .controlled(dependents, meta::namespace(owner), kind, meta::name(owner))
         .into_iter()
-        .filter(|p| controlled_by(p, owner) && p.pointer("/metadata/deletionTimestamp").is_none())
-        .collect())
+        .filter(|d| controlled_by(d, owner))
+        .collect()
+}
+
+/// The Pods of `owner`: those it controls, not being deleted.
+fn owned_pods(c: &Controllers, owner: &Value) -> Vec<Value> {
+    controlled(c, &c.access.kinds.pods, owner)
+        .into_iter()
+        .filter(|p| p.pointer("/metadata/deletionTimestamp").is_none())
+        .collect()
 }
 
 /// Removes what a vanished owner (or an earlier one of the same name) controlled, as the
@@ -425,7 +488,13 @@ async fn collect_garbage(
     owner_name: &str,
     owner: Option<&Value>,
 ) -> Result<(), ApiError> {
-    for d in c.access.list(dependents, namespace).await? {
+    let named = if CACHED.contains(&dependents.storage) {
+        c.access
+            .controlled(dependents, namespace, owner_kind, owner_name)
+    } else {
+        c.access.list(dependents, namespace).await?
+    };
+    for d in named {
         let orphaned = names_controller(&d, owner_kind, owner_name)
             && owner.is_none_or(|o| !controlled_by(&d, o));
         if orphaned {

@@ -80,15 +80,16 @@ fn allocatable<'a>(node: &'a Value, name: &str) -> Option<&'a str> {
 async fn schedule(c: &Controllers, pod: &Value) -> Result<(), ApiError> {
     let k = &c.access.kinds;
     let nodes = c.access.list(&k.nodes, "").await?;
-    let pods = c.access.list(&k.pods, "").await?;
-    let mut used: BTreeMap<&str, (i64, i64, i64)> = BTreeMap::new();
-    for p in pods.iter().filter(|p| !is_terminated(p)) {
-        if let Some(n) = p.pointer("/spec/nodeName").and_then(Value::as_str) {
+    let mut used: BTreeMap<String, (i64, i64, i64)> = BTreeMap::new();
+    c.access.for_each(&k.pods, "", |p| {
+        if let Some(n) = p.pointer("/spec/nodeName").and_then(Value::as_str)
+            && !is_terminated(p)
+        {
             let (cpu, memory) = requests(p);
-            let u = used.entry(n).or_default();
+            let u = used.entry(n.to_string()).or_default();
             *u = (u.0 + 1, u.1 + cpu, u.2 + memory);
         }
-    }
+    });
     let (cpu, memory) = requests(pod);
     let selector = pod.pointer("/spec/nodeSelector").and_then(Value::as_object);
     let mut reasons: BTreeMap<&str, usize> = BTreeMap::new();

@@ -31,7 +31,7 @@ pub async fn reconcile(c: &Controllers, namespace: &str, name: &str) -> Result<(
         }
     }
     let want = int(&rs, "/spec/replicas", 1).max(0) as usize;
-    let mut pods = owned_pods(c, &rs).await?;
+    let mut pods = owned_pods(c, &rs);
     if pods.len() < want {
         for _ in pods.len()..want {
             let pod = pod_from_template(&rs, &[]);
