@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod namespaces;
 pub mod objects;
 pub mod openapi;
+pub mod openapi_proto;
 pub mod options;
 pub mod registry;
 pub mod reply;

@@ -19,6 +19,8 @@ pub struct OpenApi {
     /// By path after `/openapi/v3/`: `api/v1`, `apis/apps/v1`, ...
     v3: BTreeMap<String, (Value, String)>,
     v2: Value,
+    /// `v2` as protobuf, for the kubectl versions that read it so.
+    v2_protobuf: bytes::Bytes,
 }
 
 /// The operations of one path, each tagged with its kind and action as kube-apiserver's are.
@@ -137,7 +139,12 @@ impl OpenApi {
             "definitions": schemas.closure(v2_roots),
         });
         to_v2_refs(&mut v2);
-        OpenApi { v3, v2 }
+        let v2_protobuf = crate::openapi_proto::encode(&v2).into();
+        OpenApi {
+            v3,
+            v2,
+            v2_protobuf,
+        }
     }
 
     pub fn v3_index(&self) -> Value {
@@ -160,5 +167,9 @@ impl OpenApi {
 
     pub fn v2(&self) -> &Value {
         &self.v2
+    }
+
+    pub fn v2_protobuf(&self) -> bytes::Bytes {
+        self.v2_protobuf.clone()
     }
 }

@@ -40,6 +40,11 @@ pub enum Reply {
     Json { status: StatusCode, body: Value },
     /// An aggregated discovery document, at the `apidiscovery.k8s.io` version asked for.
     Discovery { version: &'static str, body: Value },
+    /// Bytes of another media type (the protobuf OpenAPI document).
+    Binary {
+        content_type: &'static str,
+        body: bytes::Bytes,
+    },
     /// A watch: newline-delimited JSON events.
     Stream(Body),
     /// Plain text: health checks, metrics.
@@ -141,6 +146,12 @@ impl Reply {
                 respond_bytes(StatusCode::OK, body)
             }
             Reply::Json { status, body } => respond(status, body),
+            Reply::Binary { content_type, body } => {
+                let mut r = Response::new(Body::from(body));
+                r.headers_mut()
+                    .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+                r
+            }
             Reply::Discovery { version, body } => {
                 let mut r = respond(StatusCode::OK, body);
                 let content_type = format!(

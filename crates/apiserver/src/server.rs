@@ -161,6 +161,14 @@ impl App {
             ["version"] => return ok(discovery::version()),
             ["metrics"] => return Ok(Reply::Text(self.metrics.render())),
             ["api"] => return ok(discovery::core_versions(&self.advertise)),
+            ["openapi", "v2"]
+                if accept.contains("application/com.github.proto-openapi.spec.v2") =>
+            {
+                return Ok(Reply::Binary {
+                    content_type: crate::openapi_proto::CONTENT_TYPE,
+                    body: self.surface.openapi.v2_protobuf(),
+                });
+            }
             ["openapi", "v2"] => return ok(self.surface.openapi.v2().clone()),
             ["openapi", "v3"] => return ok(self.surface.openapi.v3_index()),
             ["openapi", "v3", gv @ ..] => {

@@ -621,10 +621,12 @@ fn guide_manifests_and_explain(backend: Backend) {
         explained.contains("KIND:") && explained.contains("Cluster"),
         "{explained}"
     );
-    assert!(
-        s.ok("1.33", &["explain", "configmaps.metadata"])
-            .contains("labels")
-    );
+    for v in ["1.27", "1.33"] {
+        assert!(
+            s.ok(v, &["explain", "configmaps.metadata"])
+                .contains("labels")
+        );
+    }
 }
 
 /// spec §6: the `orphan` finalizer follows the propagation policy of each delete, and an
@@ -726,7 +728,11 @@ fn apply_patch_and_scale(backend: Backend) {
     s.ok("", &["apply", "-f", &file]);
     let changed = DEPLOYMENT
         .replace("nginx:1", "nginx:2")
-        .replace("replicas: 2", "replicas: 4");
+        .replace("replicas: 2", "replicas: 3");
+    let file = s.file("deploy.yaml", changed.as_bytes());
+    // kubectl 1.27 computes its client-side patch from the protobuf OpenAPI v2 document.
+    assert!(s.ok("1.27", &["apply", "-f", &file]).contains("configured"));
+    let changed = changed.replace("replicas: 3", "replicas: 4");
     let file = s.file("deploy.yaml", changed.as_bytes());
     assert!(s.ok("1.33", &["apply", "-f", &file]).contains("configured"));
     let get = |path: &str| s.jsonpath("deployment", "web", path);
@@ -737,8 +743,8 @@ fn apply_patch_and_scale(backend: Backend) {
     );
     assert_eq!(
         get("{.metadata.generation}"),
-        "2",
-        "spec changes bump the generation"
+        "3",
+        "each spec change bumps the generation"
     );
     s.ok(
         "1.27",
@@ -828,8 +834,8 @@ fn bad_flags_are_one_clear_error() {
 fn server_side_apply(backend: Backend) {
     let s = Server::start(backend);
     let file = s.file("deploy.yaml", DEPLOYMENT.as_bytes());
-    // kubectl 1.27 reads OpenAPI v2 only in protobuf, which the server does not serve yet.
-    for v in ["", "1.31", "1.33"] {
+    // kubectl 1.27 and 1.28 read OpenAPI v2 in its protobuf form.
+    for v in ["", "1.27", "1.28", "1.31", "1.33"] {
         assert!(
             s.ok(v, &["apply", "--server-side", "-f", &file])
                 .contains("serverside-applied")
@@ -978,7 +984,7 @@ fn versions_convert_and_fields_validate(backend: Backend) {
 
     // kubectl validates strictly by default: the server refuses, and nothing is stored.
     let typo = s.file("typo.yaml", DEPLOYMENT_WITH_TYPO.as_bytes());
-    for v in ["", "1.33"] {
+    for v in ["", "1.27", "1.33"] {
         let refused = s.fails(v, &["create", "-f", &typo]);
         assert!(
             refused.contains(r#"unknown field "spec.replicass""#)
