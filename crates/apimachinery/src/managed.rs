@@ -37,7 +37,6 @@ fn ignored(path: &[Seg]) -> bool {
 pub fn leaves(object: &Value) -> BTreeMap<Path, Value> {
     let mut out = BTreeMap::new();
     walk(object, &mut Vec::new(), None, &mut out);
-    out.retain(|p, _| !ignored(p));
     out
 }
 
@@ -46,7 +45,11 @@ fn walk(v: &Value, path: &mut Path, field: Option<&str>, out: &mut BTreeMap<Path
         Value::Object(m) if !m.is_empty() => {
             for (k, child) in m {
                 path.push(Seg::Field(k.clone()));
-                walk(child, path, Some(k), out);
+                // Ignored fields are never descended into: status and managedFields are
+                // most of an object.
+                if path.len() > 2 || !ignored(path) {
+                    walk(child, path, Some(k), out);
+                }
                 path.pop();
             }
         }

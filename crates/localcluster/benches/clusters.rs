@@ -1,13 +1,14 @@
 //! Local clusters benchmark: starts a fleet of clusters of 3 nodes in this process and
 //! prints the time until every cluster serves and lists its nodes over HTTPS, the memory per
 //! idle cluster, then the throughput of direct writes spread over the clusters (1,000
-//! ConfigMaps and 100 Deployments of one replica each, over HTTPS, 2 connections per
+//! ConfigMaps and 100 Deployments of one replica each, over HTTPS, 4 connections per
 //! cluster) and the memory after, once the clusters have run the Deployments' Pods. This is
 //! the baseline the federation's propagation benchmark compares against.
 //!
 //! `cargo bench -p fellowship-localcluster --bench clusters`
 //! `FELLOWSHIP_BENCH_CLUSTERS` (100), `FELLOWSHIP_BENCH_CONFIGMAPS` (1000) and
-//! `FELLOWSHIP_BENCH_DEPLOYMENTS` (100) set the sizes.
+//! `FELLOWSHIP_BENCH_DEPLOYMENTS` (100) set the sizes, `FELLOWSHIP_BENCH_CONNECTIONS` (4) the
+//! connections per cluster.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,8 +17,6 @@ use bytes::Bytes;
 use fellowship_localcluster::{Fleet, FleetConfig};
 use fellowship_testkit::https::{Target, configmap, request, send};
 use fellowship_testkit::{bench_runtime, env_number, memory};
-
-const CONNECTIONS_PER_CLUSTER: usize = 2;
 
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1 << 20) as f64
@@ -68,6 +67,7 @@ fn main() {
     let count = env_number("FELLOWSHIP_BENCH_CLUSTERS", 100);
     let configmaps = env_number("FELLOWSHIP_BENCH_CONFIGMAPS", 1000);
     let deployments = env_number("FELLOWSHIP_BENCH_DEPLOYMENTS", 100);
+    let connections = env_number("FELLOWSHIP_BENCH_CONNECTIONS", 4);
     let dir = tempfile::tempdir().unwrap();
     let rt = bench_runtime();
     rt.block_on(async {
@@ -105,11 +105,11 @@ fn main() {
         let started = Instant::now();
         let mut tasks = Vec::new();
         for (ci, (target, token)) in targets.iter().enumerate() {
-            for conn_index in 0..CONNECTIONS_PER_CLUSTER {
+            for conn_index in 0..connections {
                 let (target, token) = (target.clone(), token.clone());
                 tasks.push(tokio::spawn(async move {
                     let mut conn = target.connect().await;
-                    let mine = |n: usize| (0..n).filter(move |i| i % CONNECTIONS_PER_CLUSTER == conn_index);
+                    let mine = move |n: usize| (0..n).filter(move |i| i % connections == conn_index);
                     for i in mine(configmaps) {
                         let body = configmap(&format!("cm-{i}"));
                         let status = send(&mut conn, request(&token, "POST", "/api/v1/namespaces/default/configmaps", body)).await;
@@ -129,7 +129,7 @@ fn main() {
         let took = started.elapsed().as_secs_f64();
         let total = count * (configmaps + deployments);
         println!(
-            "direct writes: {total} objects ({configmaps} ConfigMaps + {deployments} Deployments x {count} clusters) in {took:.2} s: {:.0} objects/s",
+            "direct writes: {total} objects ({configmaps} ConfigMaps + {deployments} Deployments x {count} clusters, {connections} connections each) in {took:.2} s: {:.0} objects/s",
             total as f64 / took
         );
         println!("memory right after the writes: {:.0} MiB", mib(memory(None).0.saturating_sub(before)));

@@ -61,6 +61,33 @@ pub struct Cache {
     objects: HashMap<String, BTreeMap<(String, String), Arc<Value>>>,
     /// (storage, namespace, controller kind, controller name) → names.
     controlled: HashMap<(String, String, String, String), BTreeSet<String>>,
+    /// What the Pods bound to each node ask for: the scheduler's view, kept as Pods change.
+    node_usage: HashMap<String, Usage>,
+}
+
+/// Pods, CPU millicores and memory bytes on a node.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub pods: i64,
+    pub cpu: i64,
+    pub memory: i64,
+}
+
+/// The node a Pod occupies and what it asks for, if it holds room on one.
+fn occupies(pod: &Value) -> Option<(&str, Usage)> {
+    let node = pod.pointer("/spec/nodeName")?.as_str()?;
+    if crate::controllers::is_terminated(pod) {
+        return None;
+    }
+    let (cpu, memory) = crate::controllers::requests(pod);
+    Some((
+        node,
+        Usage {
+            pods: 1,
+            cpu,
+            memory,
+        },
+    ))
 }
 
 /// What the cache holds, by storage prefix.
@@ -93,6 +120,21 @@ impl Cache {
     pub fn apply(&mut self, storage: &str, namespace: &str, name: &str, object: Option<Value>) {
         let objects = self.objects.entry(storage.to_string()).or_default();
         let key = (namespace.to_string(), name.to_string());
+        if storage == "pods" {
+            let before = objects.get(&key).and_then(|o| occupies(o));
+            if let Some((node, u)) = before {
+                let n = self.node_usage.entry(node.to_string()).or_default();
+                n.pods -= u.pods;
+                n.cpu -= u.cpu;
+                n.memory -= u.memory;
+            }
+            if let Some((node, u)) = object.as_ref().and_then(occupies) {
+                let n = self.node_usage.entry(node.to_string()).or_default();
+                n.pods += u.pods;
+                n.cpu += u.cpu;
+                n.memory += u.memory;
+            }
+        }
         if let Some((kind, owner)) = objects.get(&key).and_then(|o| controller(o)) {
             let index = (storage.to_string(), namespace.to_string(), kind, owner);
             if let Some(set) = self.controlled.get_mut(&index) {
@@ -121,11 +163,6 @@ impl Cache {
                 objects.remove(&key);
             }
         }
-    }
-
-    pub fn clear(&mut self) {
-        self.objects.clear();
-        self.controlled.clear();
     }
 }
 
@@ -168,6 +205,12 @@ impl Access {
 
     fn cached(kind: &ResourceKind) -> bool {
         CACHED.contains(&kind.storage)
+    }
+
+    /// What the Pods bound to `node` ask for.
+    pub fn node_usage(&self, node: &str) -> Usage {
+        let cache = self.cache.lock().expect("not poisoned");
+        cache.node_usage.get(node).copied().unwrap_or_default()
     }
 
     /// Looks at every cached object of `kind` in `namespace` (all when empty) without

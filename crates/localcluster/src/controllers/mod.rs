@@ -29,19 +29,21 @@ use crate::access::{Access, CACHED};
 use crate::config::{ClusterConfig, Simulation};
 use fellowship_apiserver::objects::present;
 
-/// The control loops, by what they reconcile.
+/// The control loops, by what they reconcile, in the order pending work is done: Pods
+/// before what owns them, owners before what summarises them, so that a burst of changes
+/// settles in one status write per object rather than one per step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 enum Loop {
-    Namespace,
-    ServiceAccount,
-    Deployment,
+    Pod,
     ReplicaSet,
     DaemonSet,
     Job,
-    Pod,
+    Deployment,
     /// The Services of a namespace (name empty) or one Service: addresses and endpoints.
     Service,
     Hpa,
+    Namespace,
+    ServiceAccount,
 }
 
 type Work = (Loop, String, String);
@@ -368,7 +370,9 @@ fn owner_reference(owner: &Value) -> Value {
     }])
 }
 
-fn is_terminated(pod: &Value) -> bool {
+pub(crate) use pods::requests;
+
+pub(crate) fn is_terminated(pod: &Value) -> bool {
     matches!(
         pod.pointer("/status/phase").and_then(Value::as_str),
         Some("Succeeded" | "Failed")

@@ -55,7 +55,7 @@ pub async fn reconcile(
 }
 
 /// CPU millicores and memory bytes a Pod asks for.
-fn requests(pod: &Value) -> (i64, i64) {
+pub fn requests(pod: &Value) -> (i64, i64) {
     let mut cpu = 0;
     let mut memory = 0;
     for container in pod
@@ -80,16 +80,6 @@ fn allocatable<'a>(node: &'a Value, name: &str) -> Option<&'a str> {
 async fn schedule(c: &Controllers, pod: &Value) -> Result<(), ApiError> {
     let k = &c.access.kinds;
     let nodes = c.access.list(&k.nodes, "").await?;
-    let mut used: BTreeMap<String, (i64, i64, i64)> = BTreeMap::new();
-    c.access.for_each(&k.pods, "", |p| {
-        if let Some(n) = p.pointer("/spec/nodeName").and_then(Value::as_str)
-            && !is_terminated(p)
-        {
-            let (cpu, memory) = requests(p);
-            let u = used.entry(n.to_string()).or_default();
-            *u = (u.0 + 1, u.1 + cpu, u.2 + memory);
-        }
-    });
     let (cpu, memory) = requests(pod);
     let selector = pod.pointer("/spec/nodeSelector").and_then(Value::as_object);
     let mut reasons: BTreeMap<&str, usize> = BTreeMap::new();
@@ -97,7 +87,8 @@ async fn schedule(c: &Controllers, pod: &Value) -> Result<(), ApiError> {
     for node in &nodes {
         let name = meta::name(node);
         let labels = meta::labels(node);
-        let (count, used_cpu, used_memory) = used.get(name).copied().unwrap_or_default();
+        let used = c.access.node_usage(name);
+        let (count, used_cpu, used_memory) = (used.pods, used.cpu, used.memory);
         let cap = |n: &str, parse: fn(&str) -> Option<i64>| {
             allocatable(node, n).and_then(parse).unwrap_or(i64::MAX)
         };
