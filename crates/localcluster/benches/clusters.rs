@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use fellowship_localcluster::{Fleet, FleetConfig};
 use fellowship_testkit::https::{Target, configmap, request, send};
-use fellowship_testkit::{bench_runtime, env_number, memory};
+use fellowship_testkit::{bench_runtime, cpu_time, env_number, memory};
 
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1 << 20) as f64
@@ -102,6 +102,7 @@ fn main() {
         );
 
         // Direct writes: each connection creates its share of one cluster's objects.
+        let cpu_before = cpu_time(None);
         let started = Instant::now();
         let mut tasks = Vec::new();
         for (ci, (target, token)) in targets.iter().enumerate() {
@@ -127,10 +128,15 @@ fn main() {
             t.await.unwrap();
         }
         let took = started.elapsed().as_secs_f64();
+        let cpu = (cpu_time(None) - cpu_before).as_secs_f64();
         let total = count * (configmaps + deployments);
         println!(
             "direct writes: {total} objects ({configmaps} ConfigMaps + {deployments} Deployments x {count} clusters, {connections} connections each) in {took:.2} s: {:.0} objects/s",
             total as f64 / took
+        );
+        println!(
+            "  CPU during the writes (load generator, servers and simulation together): {:.0}% of one core",
+            cpu / took * 100.0
         );
         println!("memory right after the writes: {:.0} MiB", mib(memory(None).0.saturating_sub(before)));
         let path = "/apis/apps/v1/namespaces/default/deployments";

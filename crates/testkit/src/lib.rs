@@ -213,6 +213,21 @@ pub fn reset_peak_memory(pid: Option<u32>) {
     let _ = std::fs::write(proc_file(pid, "clear_refs"), "5");
 }
 
+/// CPU time (user + system) a process has used so far; this process when `pid` is `None`.
+pub fn cpu_time(pid: Option<u32>) -> std::time::Duration {
+    let stat = std::fs::read_to_string(proc_file(pid, "stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<u64> = after
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
+    let ticks = fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0);
+    // Linux reports them in USER_HZ, 100 per second on every architecture it runs here.
+    std::time::Duration::from_millis(ticks * 10)
+}
+
 fn proc_file(pid: Option<u32>, file: &str) -> String {
     match pid {
         Some(pid) => format!("/proc/{pid}/{file}"),

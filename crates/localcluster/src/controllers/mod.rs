@@ -204,20 +204,18 @@ impl Controllers {
         if !CACHED.contains(&storage) && !matches!(storage, "secrets" | "namespaces") {
             return;
         }
-        let value = match event.kind {
-            EventKind::Deleted => event.prev.as_ref().map(|p| &p.value),
-            _ => Some(&event.kv.value),
+        let kv = match event.kind {
+            EventKind::Deleted => event.prev.as_ref(),
+            _ => Some(&event.kv),
         };
-        let object: Value = value
-            .and_then(|v| serde_json::from_slice(v).ok())
-            .unwrap_or(Value::Null);
-        if CACHED.contains(&storage)
-            && let Some(kind) = self.access.kinds.by_storage(storage)
-        {
-            let now = match event.kind {
-                EventKind::Deleted => None,
-                _ => present(&event.kv, kind).ok(),
-            };
+        let kind = self.access.kinds.by_storage(storage);
+        // Parsed once: for the cache (as presented) and for what the event calls for.
+        let object: Value = match (kv, kind) {
+            (Some(kv), Some(kind)) => present(kv, kind).unwrap_or(Value::Null),
+            _ => Value::Null,
+        };
+        if CACHED.contains(&storage) {
+            let now = (event.kind != EventKind::Deleted).then(|| object.clone());
             self.access
                 .cache
                 .lock()

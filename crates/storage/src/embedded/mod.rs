@@ -2,17 +2,20 @@
 //! reader takes an immutable snapshot in O(1) and never blocks a writer), and, unless it runs
 //! in memory only, a redb data file that makes every acknowledged write durable.
 //!
-//! All writes go through one committer thread, which takes every request waiting at the time
-//! (group commit), checks each against the state as left by the previous ones, writes the batch
-//! in one fsync'd transaction, and only then publishes the new snapshot and the events.
+//! With a data file, all writes go through one committer thread, which takes every request
+//! waiting at the time (group commit), checks each against the state as left by the previous
+//! ones, writes the batch in one fsync'd transaction, and only then publishes the new snapshot
+//! and the events. In memory only there is nothing to batch for: a write commits on the
+//! caller's thread under a lock (no hand-over to another thread and back), and a thread only
+//! wakes to expire keys whose time-to-live is up.
 
 mod disk;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ops::Bound;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -123,8 +126,22 @@ struct Request {
 
 pub struct EmbeddedStore {
     shared: Arc<Shared>,
-    requests: Option<mpsc::Sender<Request>>,
-    committer: Option<JoinHandle<()>>,
+    writer: Writer,
+}
+
+enum Writer {
+    /// With a data file: the committer thread and the queue to it.
+    Thread {
+        requests: Option<mpsc::Sender<Request>>,
+        committer: Option<JoinHandle<()>>,
+    },
+    /// In memory: writes commit under the lock; `wake` tells the expiry thread that a key
+    /// with a time-to-live was written.
+    Inline {
+        committer: Arc<Mutex<Committer>>,
+        wake: Option<mpsc::Sender<()>>,
+        expirer: Option<JoinHandle<()>>,
+    },
 }
 
 impl EmbeddedStore {
@@ -167,34 +184,68 @@ impl EmbeddedStore {
                 config.watch_buffer,
             ),
         });
-        let (tx, rx) = mpsc::channel();
+        let in_memory = disk.is_none();
         let committer = Committer {
             shared: shared.clone(),
             disk,
-            rx,
             expiries,
             max_batch: config.max_batch.max(1),
             last_batch: 0,
         };
-        let handle = std::thread::Builder::new()
-            .name("store-committer".into())
-            .spawn(move || committer.run())
-            .map_err(|e| Error::Internal(format!("cannot start the committer: {e}")))?;
-        Ok(EmbeddedStore {
-            shared,
-            requests: Some(tx),
-            committer: Some(handle),
-        })
+        let spawn_error =
+            |e: std::io::Error| Error::Internal(format!("cannot start the committer: {e}"));
+        let writer = if in_memory {
+            let committer = Arc::new(Mutex::new(committer));
+            let (wake, woken) = mpsc::channel();
+            let expiring = committer.clone();
+            let expirer = std::thread::Builder::new()
+                .name("store-expirer".into())
+                .spawn(move || Committer::expire(&expiring, &woken))
+                .map_err(spawn_error)?;
+            Writer::Inline {
+                committer,
+                wake: Some(wake),
+                expirer: Some(expirer),
+            }
+        } else {
+            let (tx, rx) = mpsc::channel();
+            let handle = std::thread::Builder::new()
+                .name("store-committer".into())
+                .spawn(move || committer.run(&rx))
+                .map_err(spawn_error)?;
+            Writer::Thread {
+                requests: Some(tx),
+                committer: Some(handle),
+            }
+        };
+        Ok(EmbeddedStore { shared, writer })
     }
 
     async fn submit(&self, op: Op) -> Result<Outcome> {
         let (reply, rx) = oneshot::channel();
         let closed = || Error::Unavailable("the store is closed".into());
-        self.requests
-            .as_ref()
-            .ok_or_else(closed)?
-            .send(Request { op, reply })
-            .map_err(|_| closed())?;
+        match &self.writer {
+            Writer::Thread { requests, .. } => requests
+                .as_ref()
+                .ok_or_else(closed)?
+                .send(Request { op, reply })
+                .map_err(|_| closed())?,
+            Writer::Inline {
+                committer, wake, ..
+            } => {
+                let expires = matches!(
+                    op,
+                    Op::Create { ttl: Some(_), .. } | Op::Update { ttl: Some(_), .. }
+                );
+                committer
+                    .lock()
+                    .map_err(|_| closed())?
+                    .commit(vec![Request { op, reply }]);
+                if expires && let Some(w) = wake {
+                    let _ = w.send(());
+                }
+            }
+        }
         rx.await.map_err(|_| closed())?
     }
 
@@ -210,8 +261,20 @@ impl Drop for EmbeddedStore {
     fn drop(&mut self) {
         // Closing the channel stops the committer after its current batch; joining it closes
         // the data file, so the directory can be opened again at once.
-        self.requests.take();
-        if let Some(h) = self.committer.take() {
+        let thread = match &mut self.writer {
+            Writer::Thread {
+                requests,
+                committer,
+            } => {
+                requests.take();
+                committer.take()
+            }
+            Writer::Inline { wake, expirer, .. } => {
+                wake.take();
+                expirer.take()
+            }
+        };
+        if let Some(h) = thread {
             let _ = h.join();
         }
     }
@@ -375,7 +438,6 @@ fn expiry(ttl: Option<Duration>) -> u64 {
 struct Committer {
     shared: Arc<Shared>,
     disk: Option<Disk>,
-    rx: mpsc::Receiver<Request>,
     /// Keys with a time-to-live, by expiry. Entries go stale when a key is rewritten; they are
     /// checked against the key's current expiry when due.
     expiries: BTreeSet<(u64, Arc<str>)>,
@@ -387,25 +449,52 @@ struct Committer {
 const GATHER: Duration = Duration::from_micros(200);
 
 impl Committer {
-    fn run(mut self) {
+    /// How long until the next key expires.
+    fn next_expiry(&self) -> Option<Duration> {
+        self.expiries
+            .first()
+            .map(|(at, _)| Duration::from_millis(at.saturating_sub(now_ms())))
+    }
+
+    /// The expiry thread of an in-memory store: commits the due expiries (an empty batch),
+    /// then sleeps until the next one or until a write with a time-to-live wakes it.
+    fn expire(committer: &Mutex<Committer>, woken: &mpsc::Receiver<()>) {
         loop {
-            let first = match self.expiries.first() {
-                Some((at, _)) => {
-                    let wait = Duration::from_millis(at.saturating_sub(now_ms()));
-                    match self.rx.recv_timeout(wait) {
-                        Ok(r) => Some(r),
-                        Err(mpsc::RecvTimeoutError::Timeout) => None,
-                        Err(mpsc::RecvTimeoutError::Disconnected) => return,
-                    }
+            let wait = match committer.lock() {
+                Ok(mut c) => {
+                    c.commit(Vec::new());
+                    c.next_expiry()
                 }
-                None => match self.rx.recv() {
+                Err(_) => return,
+            };
+            let woke = match wait {
+                Some(w) => woken.recv_timeout(w),
+                None => woken
+                    .recv()
+                    .map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+            };
+            if woke == Err(mpsc::RecvTimeoutError::Disconnected) {
+                return;
+            }
+        }
+    }
+
+    fn run(mut self, rx: &mpsc::Receiver<Request>) {
+        loop {
+            let first = match self.next_expiry() {
+                Some(wait) => match rx.recv_timeout(wait) {
+                    Ok(r) => Some(r),
+                    Err(mpsc::RecvTimeoutError::Timeout) => None,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                },
+                None => match rx.recv() {
                     Ok(r) => Some(r),
                     Err(_) => return,
                 },
             };
             let mut batch: Vec<Request> = first.into_iter().collect();
             while batch.len() < self.max_batch
-                && let Ok(r) = self.rx.try_recv()
+                && let Ok(r) = rx.try_recv()
             {
                 batch.push(r);
             }
@@ -417,7 +506,7 @@ impl Committer {
                 let target = self.last_batch.min(self.max_batch);
                 while batch.len() < target {
                     let left = deadline.saturating_duration_since(std::time::Instant::now());
-                    match self.rx.recv_timeout(left) {
+                    match rx.recv_timeout(left) {
                         Ok(r) => batch.push(r),
                         Err(_) => break,
                     }
