@@ -2,6 +2,7 @@
 //! clusters: `Status` errors, object metadata, validation, selectors and resource
 //! descriptions.
 
+pub mod duration;
 pub mod managed;
 pub mod meta;
 pub mod patch;

@@ -85,48 +85,11 @@ pub struct Options {
     #[arg(long, value_delimiter = ',')]
     pub runtime_config: Vec<String>,
     /// How long events are kept.
-    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    #[arg(long, default_value = "1h", value_parser = fellowship_apimachinery::duration::parse)]
     pub event_ttl: Duration,
     /// Log verbosity, as kube components count it (0 info ... 4+ debug).
     #[arg(long, short = 'v', default_value_t = 0)]
     pub v: u8,
-}
-
-/// Durations as Kubernetes flags write them: `90s`, `5m`, `1h`, `1h30m`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let mut total = 0f64;
-    let mut number = String::new();
-    let mut rest = s;
-    if s.is_empty() {
-        return Err("empty duration".into());
-    }
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        number.clear();
-        number.push_str(&rest[..digits]);
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let unit = &rest[..unit_len];
-        rest = &rest[unit_len..];
-        let n: f64 = number
-            .parse()
-            .map_err(|_| format!("invalid duration {s:?}"))?;
-        total += n * match unit {
-            "ms" => 0.001,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return Err(format!("invalid duration {s:?}: unit {unit:?}")),
-        };
-    }
-    if total <= 0.0 {
-        return Err(format!("duration {s:?} must be positive"));
-    }
-    Ok(Duration::from_secs_f64(total))
 }
 
 impl Options {
@@ -265,15 +228,6 @@ impl Options {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
-        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
-        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
-        assert!(parse_duration("0s").is_err());
-        assert!(parse_duration("5x").is_err());
-    }
 
     #[test]
     fn admission_flags() {

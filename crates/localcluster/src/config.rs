@@ -117,7 +117,7 @@ mod duration {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let s = String::deserialize(d)?;
-        fellowship_apiserver::options::parse_duration(&s).map_err(serde::de::Error::custom)
+        fellowship_apimachinery::duration::parse(&s).map_err(serde::de::Error::custom)
     }
 }
 

@@ -37,7 +37,7 @@ struct Args {
     #[arg(long)]
     node_memory: Option<String>,
     /// How long a Job's Pod runs (2s, 500ms).
-    #[arg(long, value_parser = fellowship_apiserver::options::parse_duration)]
+    #[arg(long, value_parser = fellowship_apimachinery::duration::parse)]
     job_duration: Option<Duration>,
     /// The kubeconfig to add a context per cluster to ($KUBECONFIG's first file, else
     /// ~/.kube/config).

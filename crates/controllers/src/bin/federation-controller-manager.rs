@@ -1,0 +1,62 @@
+//! The federation controller manager binary: flags in, controllers running, `/healthz` and
+//! `/metrics` served.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::get;
+use clap::Parser;
+use fellowship_controllers::Options;
+use fellowship_controllers::cluster::ClusterController;
+
+#[tokio::main]
+async fn main() {
+    let options = Options::parse();
+    let level = if options.v >= 4 { "debug" } else { "info" };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = run(options).await {
+        eprintln!("federation-controller-manager: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(options: Options) -> anyhow::Result<()> {
+    let federation = options.federation_client().await?;
+    let version = federation
+        .apiserver_version()
+        .await
+        .map_err(|e| anyhow::anyhow!("the federation API is not reachable: {e}"))?;
+    tracing::info!(version = %version.git_version, "federation API");
+    let host = options.host_client().await?;
+    let clusters = Arc::new(ClusterController {
+        federation,
+        host,
+        namespace: options.namespace(),
+        period: options.cluster_monitor_period,
+    });
+    let controllers = tokio::spawn(clusters.run());
+    if options.port != 0 {
+        let app = Router::new()
+            .route("/healthz", get(|| async { "ok" }))
+            .route("/metrics", get(|| async { "" }));
+        let listener = tokio::net::TcpListener::bind((options.address, options.port))
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!("listening on {}:{}: {e}", options.address, options.port)
+            })?;
+        tokio::spawn(async move { axum::serve(listener, app).await });
+    }
+    tokio::select! {
+        _ = controllers => Ok(()),
+        _ = tokio::signal::ctrl_c() => {
+            tracing::info!("shutting down");
+            Ok(())
+        }
+    }
+}

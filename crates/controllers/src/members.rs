@@ -1,0 +1,110 @@
+//! Clients for member clusters, built from what the federation holds for each: the Cluster's
+//! server address and the credentials Secret it names, in the host cluster's federation
+//! namespace (spec §3.1): a `token` with its `ca.crt`, or a whole `kubeconfig`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use base64::Engine as _;
+use k8s_openapi::api::core::v1::Secret;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+use serde_json::{Value, json};
+
+/// How long one request to a member may take: a slow member must not hold up the others.
+pub const MEMBER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The server address a Cluster gives for clients anywhere (`0.0.0.0/0`), else its first.
+pub fn server_address(cluster: &Value) -> Option<String> {
+    let entries = cluster
+        .pointer("/spec/serverAddressByClientCIDRs")?
+        .as_array()?;
+    let entry = entries
+        .iter()
+        .find(|e| e["clientCIDR"] == "0.0.0.0/0")
+        .or_else(|| entries.first())?;
+    let address = entry["serverAddress"].as_str()?;
+    Some(if address.contains("://") {
+        address.to_string()
+    } else {
+        format!("https://{address}")
+    })
+}
+
+fn data(secret: &Secret) -> BTreeMap<&str, &[u8]> {
+    secret
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.as_str(), v.0.as_slice()))
+        .collect()
+}
+
+/// A client for the member a Cluster describes, with the credentials of `secret`.
+pub async fn client(cluster: &Value, secret: Option<&Secret>) -> anyhow::Result<Client> {
+    let server = server_address(cluster).context("the cluster has no server address")?;
+    let data = secret.map(data).unwrap_or_default();
+    let kubeconfig = match (data.get("token"), data.get("ca.crt")) {
+        (Some(token), Some(ca)) => {
+            let token = std::str::from_utf8(token).context("the token is not text")?;
+            let document = json!({
+                "apiVersion": "v1", "kind": "Config",
+                "clusters": [{"name": "member", "cluster": {"server": server, "certificate-authority-data": base64::engine::general_purpose::STANDARD.encode(ca)}}],
+                "users": [{"name": "member", "user": {"token": token.trim()}}],
+                "contexts": [{"name": "member", "context": {"cluster": "member", "user": "member"}}],
+                "current-context": "member",
+            });
+            Kubeconfig::from_yaml(&serde_json::to_string(&document)?)?
+        }
+        (Some(_), None) | (None, Some(_)) => {
+            bail!("the credentials Secret has only one of token and ca.crt")
+        }
+        (None, None) => match data.get("kubeconfig") {
+            Some(k) => {
+                Kubeconfig::from_yaml(std::str::from_utf8(k).context("kubeconfig is not text")?)
+                    .context("the credentials Secret's kubeconfig")?
+            }
+            None if secret.is_some() => {
+                bail!("the credentials Secret has neither token and ca.crt nor kubeconfig")
+            }
+            // No secretRef: anonymous access, as the original allowed.
+            None => {
+                let document = json!({
+                    "apiVersion": "v1", "kind": "Config",
+                    "clusters": [{"name": "member", "cluster": {"server": server, "insecure-skip-tls-verify": true}}],
+                    "users": [{"name": "member", "user": {}}],
+                    "contexts": [{"name": "member", "context": {"cluster": "member", "user": "member"}}],
+                    "current-context": "member",
+                });
+                Kubeconfig::from_yaml(&serde_json::to_string(&document)?)?
+            }
+        },
+    };
+    let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .context("the member's client configuration")?;
+    config.cluster_url = server.parse().context("the server address")?;
+    config.connect_timeout = Some(MEMBER_TIMEOUT);
+    config.read_timeout = Some(MEMBER_TIMEOUT);
+    Ok(Client::try_from(config)?)
+}
+
+/// The Secret a Cluster names, from the host cluster's federation namespace.
+pub async fn secret(
+    host: &Client,
+    namespace: &str,
+    cluster: &Value,
+) -> anyhow::Result<Option<Secret>> {
+    let Some(name) = cluster
+        .pointer("/spec/secretRef/name")
+        .and_then(Value::as_str)
+    else {
+        return Ok(None);
+    };
+    let secrets: Api<Secret> = Api::namespaced(host.clone(), namespace);
+    match secrets.get_opt(name).await? {
+        Some(s) => Ok(Some(s)),
+        None => bail!("the credentials Secret {namespace}/{name} does not exist (yet)"),
+    }
+}

@@ -1,0 +1,108 @@
+//! The controller manager's flags (spec §9.2, those built so far), and where it finds the
+//! federation API and the host cluster that keeps the members' credentials.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+
+#[derive(Parser, Debug, Clone)]
+#[command(name = "federation-controller-manager", version)]
+pub struct Options {
+    /// The federation API server's URL (overrides the kubeconfig's).
+    #[arg(long, default_value = "")]
+    pub master: String,
+    /// Kubeconfig for the federation API (its current context).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Context of --kubeconfig to use for the federation API.
+    #[arg(long)]
+    pub context: Option<String>,
+    /// Kubeconfig for the host cluster, where the members' credential Secrets live; in
+    /// cluster (the pod's service account) when unset.
+    #[arg(long)]
+    pub host_kubeconfig: Option<PathBuf>,
+    /// Context of --host-kubeconfig.
+    #[arg(long)]
+    pub host_context: Option<String>,
+    /// Namespace of the credential Secrets in the host cluster; `$POD_NAMESPACE` when
+    /// unset (in cluster), else `federation-system`.
+    #[arg(long)]
+    pub host_namespace: Option<String>,
+    /// How often every member cluster is probed.
+    #[arg(long, default_value = "40s", value_parser = fellowship_apimachinery::duration::parse)]
+    pub cluster_monitor_period: Duration,
+    /// Address of the HTTP endpoint serving /healthz and /metrics.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub address: IpAddr,
+    /// Port of that endpoint (0: none).
+    #[arg(long, default_value_t = 10253)]
+    pub port: u16,
+    /// Log verbosity (0 info ... 4+ debug).
+    #[arg(long, short = 'v', default_value_t = 0)]
+    pub v: u8,
+}
+
+async fn client(
+    path: Option<&PathBuf>,
+    context: Option<&String>,
+    master: &str,
+) -> anyhow::Result<Client> {
+    let mut config = match path {
+        Some(path) => {
+            let kubeconfig = Kubeconfig::read_from(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let options = KubeConfigOptions {
+                context: context.cloned(),
+                ..Default::default()
+            };
+            Config::from_custom_kubeconfig(kubeconfig, &options)
+                .await
+                .with_context(|| format!("{}", path.display()))?
+        }
+        None => Config::infer()
+            .await
+            .context("no kubeconfig given and none found")?,
+    };
+    if !master.is_empty() {
+        config.cluster_url = master.parse().context("--master")?;
+    }
+    Ok(Client::try_from(config)?)
+}
+
+impl Options {
+    pub fn namespace(&self) -> String {
+        self.host_namespace
+            .clone()
+            .or_else(|| {
+                std::env::var("POD_NAMESPACE")
+                    .ok()
+                    .filter(|n| !n.is_empty())
+            })
+            .unwrap_or_else(|| "federation-system".into())
+    }
+
+    pub async fn federation_client(&self) -> anyhow::Result<Client> {
+        client(
+            self.kubeconfig.as_ref(),
+            self.context.as_ref(),
+            &self.master,
+        )
+        .await
+        .context("the federation API")
+    }
+
+    pub async fn host_client(&self) -> anyhow::Result<Client> {
+        client(
+            self.host_kubeconfig.as_ref(),
+            self.host_context.as_ref(),
+            "",
+        )
+        .await
+        .context("the host cluster")
+    }
+}
