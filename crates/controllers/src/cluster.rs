@@ -22,6 +22,7 @@ use serde_json::{Value, json};
 use tokio::sync::Notify;
 
 use crate::members::{self, MEMBER_TIMEOUT};
+use crate::metrics::Metrics;
 
 const ZONE: &str = "failure-domain.beta.kubernetes.io/zone";
 const REGION: &str = "failure-domain.beta.kubernetes.io/region";
@@ -42,6 +43,7 @@ pub struct ClusterController {
     /// Where the members' credential Secrets are, in the host cluster.
     pub namespace: String,
     pub period: Duration,
+    pub metrics: Arc<Metrics>,
 }
 
 /// What a probe found.
@@ -163,6 +165,11 @@ impl ClusterController {
                 return;
             }
         };
+        let names: Vec<String> = clusters
+            .iter()
+            .filter_map(|c| c.metadata.name.clone())
+            .collect();
+        self.metrics.retain(&names);
         futures::future::join_all(clusters.into_iter().map(|c| self.probe(api, c))).await;
     }
 
@@ -172,6 +179,7 @@ impl ClusterController {
         let object = serde_json::to_value(&cluster).unwrap_or_default();
         let (health, topology) = self.health(&object).await;
         tracing::debug!(cluster = %name, ?health, "probed");
+        self.metrics.probed(&name, &health);
         let now = meta::now();
         let mut status = json!({"conditions": keep_transitions(object.pointer("/status/conditions"), conditions(&health, &now))});
         if let Some((zones, region)) = topology {

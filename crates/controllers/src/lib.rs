@@ -5,6 +5,7 @@
 
 pub mod cluster;
 pub mod members;
+pub mod metrics;
 pub mod options;
 
 pub use options::Options;

@@ -75,6 +75,20 @@ fn until_status(config: &std::path::Path, want: &[(&str, &str)]) -> String {
     }
 }
 
+/// A plain HTTP GET on loopback: the controller manager's own endpoint.
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        conn,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    conn.read_to_string(&mut response).unwrap();
+    response
+}
+
 fn cluster(name: &str, server: &str, secret: &str) -> Value {
     json!({
         "apiVersion": "federation/v1beta1", "kind": "Cluster",
@@ -190,6 +204,10 @@ fn members_turn_ready_offline_and_ready_again() {
     let (rohan_server, rohan_token) = (rohan.server(), rohan.token.clone());
     assert!(!rohan_server.is_empty());
 
+    let metrics_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
     let _manager = Manager(
         Command::new(env!("CARGO_BIN_EXE_federation-controller-manager"))
             .arg(format!("--kubeconfig={}", config.display()))
@@ -197,7 +215,8 @@ fn members_turn_ready_offline_and_ready_again() {
             .arg(format!("--host-kubeconfig={}", config.display()))
             .arg("--host-context=rivendell")
             .arg("--cluster-monitor-period=1s")
-            .arg("--port=0")
+            .arg("--address=127.0.0.1")
+            .arg(format!("--port={metrics_port}"))
             .spawn()
             .unwrap(),
     );
@@ -236,6 +255,16 @@ fn members_turn_ready_offline_and_ready_again() {
         zones,
         r#"["us-west1-a","us-west1-b","us-west1-c"] us-west1"#
     );
+
+    let metrics = http_get(metrics_port, "/metrics");
+    assert!(
+        metrics.contains(r#"federation_cluster_ready{cluster="gondor"} 1"#)
+            && metrics.contains(
+                r#"federation_cluster_probes_total{cluster="rohan",result="no_credentials"}"#
+            ),
+        "{metrics}"
+    );
+    assert!(http_get(metrics_port, "/healthz").ends_with("ok"));
 
     // The Secret appears late: the next probe uses it.
     apply(

@@ -8,6 +8,7 @@ use axum::routing::get;
 use clap::Parser;
 use fellowship_controllers::Options;
 use fellowship_controllers::cluster::ClusterController;
+use fellowship_controllers::metrics::Metrics;
 
 #[tokio::main]
 async fn main() {
@@ -34,17 +35,19 @@ async fn run(options: Options) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("the federation API is not reachable: {e}"))?;
     tracing::info!(version = %version.git_version, "federation API");
     let host = options.host_client().await?;
+    let metrics = Arc::new(Metrics::default());
     let clusters = Arc::new(ClusterController {
         federation,
         host,
         namespace: options.namespace(),
         period: options.cluster_monitor_period,
+        metrics: metrics.clone(),
     });
     let controllers = tokio::spawn(clusters.run());
     if options.port != 0 {
         let app = Router::new()
             .route("/healthz", get(|| async { "ok" }))
-            .route("/metrics", get(|| async { "" }));
+            .route("/metrics", get(move || async move { metrics.render() }));
         let listener = tokio::net::TcpListener::bind((options.address, options.port))
             .await
             .map_err(|e| {
