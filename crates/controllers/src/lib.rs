@@ -4,6 +4,7 @@
 //! follows (issue 5).
 
 pub mod cluster;
+pub mod leader;
 pub mod members;
 pub mod metrics;
 pub mod options;

@@ -42,6 +42,22 @@ pub struct Options {
     /// Port of that endpoint (0: none).
     #[arg(long, default_value_t = 10253)]
     pub port: u16,
+    /// Run as one of several replicas: act only while holding the leader Lease.
+    #[arg(long, default_value_t = false, num_args = 0..=1, default_missing_value = "true")]
+    pub leader_elect: bool,
+    /// How long a Lease not renewed keeps others from taking it.
+    #[arg(long, default_value = "15s", value_parser = fellowship_apimachinery::duration::parse)]
+    pub leader_elect_lease_duration: Duration,
+    /// How long the leader keeps acting without renewing before it stops.
+    #[arg(long, default_value = "10s", value_parser = fellowship_apimachinery::duration::parse)]
+    pub leader_elect_renew_deadline: Duration,
+    /// How often candidates try, and the leader renews.
+    #[arg(long, default_value = "2s", value_parser = fellowship_apimachinery::duration::parse)]
+    pub leader_elect_retry_period: Duration,
+    /// A federation namespace never propagated to members (spec §4.9); the leader Lease
+    /// lives there.
+    #[arg(long, default_value = "federation-only")]
+    pub federation_only_namespace: String,
     /// Log verbosity (0 info ... 4+ debug).
     #[arg(long, short = 'v', default_value_t = 0)]
     pub v: u8,

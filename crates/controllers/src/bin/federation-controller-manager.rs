@@ -8,6 +8,7 @@ use axum::routing::get;
 use clap::Parser;
 use fellowship_controllers::Options;
 use fellowship_controllers::cluster::ClusterController;
+use fellowship_controllers::leader::LeaderElection;
 use fellowship_controllers::metrics::Metrics;
 
 #[tokio::main]
@@ -43,7 +44,6 @@ async fn run(options: Options) -> anyhow::Result<()> {
         period: options.cluster_monitor_period,
         metrics: metrics.clone(),
     });
-    let controllers = tokio::spawn(clusters.run());
     if options.port != 0 {
         let app = Router::new()
             .route("/healthz", get(|| async { "ok" }))
@@ -55,8 +55,37 @@ async fn run(options: Options) -> anyhow::Result<()> {
             })?;
         tokio::spawn(async move { axum::serve(listener, app).await });
     }
+    let election = if options.leader_elect {
+        let hostname = std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "localhost".into());
+        let election = LeaderElection::new(
+            clusters.federation.clone(),
+            &options.federation_only_namespace,
+            format!("{hostname}_{}", std::process::id()),
+            options.leader_elect_lease_duration,
+            options.leader_elect_renew_deadline,
+            options.leader_elect_retry_period,
+        )
+        .await?;
+        tokio::select! {
+            _ = election.acquire() => {}
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+        Some(election)
+    } else {
+        None
+    };
+    let controllers = tokio::spawn(clusters.run());
+    let lost = async {
+        match &election {
+            Some(e) => e.hold().await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         _ = controllers => Ok(()),
+        _ = lost => anyhow::bail!("leader election lost"),
         _ = tokio::signal::ctrl_c() => {
             tracing::info!("shutting down");
             Ok(())
