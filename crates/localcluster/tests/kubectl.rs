@@ -295,11 +295,7 @@ fn kubeconfig_for(fleet: &Fleet, dir: &Path) -> PathBuf {
 #[test]
 fn three_clusters_pass_the_suite_and_one_stopping_leaves_the_others() {
     let dir = tempfile::tempdir().unwrap();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = fellowship_testkit::bench_runtime();
     let mut config = FleetConfig::numbered(3, &[]);
     for c in &mut config.clusters {
         c.node_capacity.pods = 4;

@@ -243,7 +243,8 @@ pub fn env_number(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// The runtime benchmarks run on: two workers, as this machine has two cores.
+/// The runtime benchmarks and in-process tests run on: two workers, as this machine has two
+/// cores.
 pub fn bench_runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

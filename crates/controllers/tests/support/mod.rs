@@ -28,11 +28,7 @@ impl Env {
     /// Three local clusters (rivendell hosts the credentials) and the federation API.
     pub fn start() -> Env {
         let dir = tempfile::tempdir().unwrap();
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
+        let runtime = fellowship_testkit::bench_runtime();
         let fleet = runtime
             .block_on(Fleet::start(
                 FleetConfig::numbered(3, &[]),
