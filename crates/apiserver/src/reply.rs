@@ -255,6 +255,116 @@ fn columns(plural: &str) -> &'static [&'static str] {
     }
 }
 
+/// Columns after AGE (as `kubectl get nodes` shows VERSION), and those only `-o wide` shows.
+fn trailing_columns(plural: &str) -> (&'static [&'static str], &'static [&'static str]) {
+    const WORKLOAD: &[&str] = &["Containers", "Images", "Selector"];
+    match plural {
+        "services" => (&[], &["Selector"]),
+        "deployments" | "replicasets" | "daemonsets" | "jobs" => (&[], WORKLOAD),
+        "pods" => (&[], &["IP", "Node", "Nominated Node", "Readiness Gates"]),
+        "nodes" => (
+            &["Version"],
+            &[
+                "Internal-IP",
+                "External-IP",
+                "OS-Image",
+                "Kernel-Version",
+                "Container-Runtime",
+            ],
+        ),
+        _ => (&[], &[]),
+    }
+}
+
+/// The cells of [`trailing_columns`], in order.
+fn trailing_cells(plural: &str, item: &Value) -> Vec<Value> {
+    let s = |path: &str| {
+        item.pointer(path)
+            .and_then(Value::as_str)
+            .filter(|v| !v.is_empty())
+            .unwrap_or("<none>")
+            .to_string()
+    };
+    let selector = |path: &str| {
+        let Some(sel) = item.pointer(path).and_then(Value::as_object) else {
+            return "<none>".to_string();
+        };
+        let labels = sel
+            .get("matchLabels")
+            .and_then(Value::as_object)
+            .unwrap_or(sel);
+        let mut parts: Vec<String> = labels
+            .iter()
+            .filter_map(|(k, v)| v.as_str().map(|v| format!("{k}={v}")))
+            .collect();
+        for e in sel
+            .get("matchExpressions")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let values: Vec<&str> = e["values"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            parts.push(format!(
+                "{} {} ({})",
+                e["key"].as_str().unwrap_or(""),
+                e["operator"].as_str().unwrap_or("").to_lowercase(),
+                values.join(",")
+            ));
+        }
+        if parts.is_empty() {
+            "<none>".into()
+        } else {
+            parts.join(",")
+        }
+    };
+    let containers = |field: &str| {
+        let list: Vec<&str> = item
+            .pointer("/spec/template/spec/containers")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c[field].as_str())
+            .collect();
+        json!(list.join(","))
+    };
+    let address = |kind: &str| {
+        item.pointer("/status/addresses")
+            .and_then(Value::as_array)
+            .and_then(|a| a.iter().find(|a| a["type"] == kind))
+            .and_then(|a| a["address"].as_str())
+            .unwrap_or("<none>")
+            .to_string()
+    };
+    match plural {
+        "services" => vec![json!(selector("/spec/selector"))],
+        "deployments" | "replicasets" | "daemonsets" | "jobs" => vec![
+            containers("name"),
+            containers("image"),
+            json!(selector("/spec/selector")),
+        ],
+        "pods" => vec![
+            json!(s("/status/podIP")),
+            json!(s("/spec/nodeName")),
+            json!(s("/status/nominatedNodeName")),
+            json!("<none>"),
+        ],
+        "nodes" => vec![
+            json!(s("/status/nodeInfo/kubeletVersion")),
+            json!(address("InternalIP")),
+            json!(address("ExternalIP")),
+            json!(s("/status/nodeInfo/osImage")),
+            json!(s("/status/nodeInfo/kernelVersion")),
+            json!(s("/status/nodeInfo/containerRuntimeVersion")),
+        ],
+        _ => Vec::new(),
+    }
+}
+
 fn cells(plural: &str, item: &Value) -> Vec<Value> {
     let s = |path: &str| {
         item.pointer(path)
@@ -479,6 +589,15 @@ pub fn to_table(plural: &str, items: &[Value], metadata: Value) -> Value {
         columns_json.push(column(c, "", ""));
     }
     columns_json.push(column("Age", "", "The time since the object was created."));
+    let (after_age, wide) = trailing_columns(plural);
+    for c in after_age {
+        columns_json.push(column(c, "", ""));
+    }
+    for c in wide {
+        let mut c = column(c, "", "");
+        c["priority"] = json!(1);
+        columns_json.push(c);
+    }
     let now = jiff::Timestamp::now();
     let rows: Vec<Value> = items
         .iter()
@@ -486,6 +605,7 @@ pub fn to_table(plural: &str, items: &[Value], metadata: Value) -> Value {
             let mut row = vec![json!(meta::name(item))];
             row.extend(cells(plural, item));
             row.push(json!(age(item, now)));
+            row.extend(trailing_cells(plural, item));
             json!({
                 "cells": row,
                 "object": {

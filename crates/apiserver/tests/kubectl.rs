@@ -601,6 +601,17 @@ fn guide_manifests_and_explain(backend: Backend) {
         ["NAME", "DESIRED", "CURRENT", "READY", "AGE"]
     );
     assert_eq!(words(&rs, 1)[..4], ["nginx-apps", "2", "0", "0"]);
+    let wide = s.ok("", &["get", "services", "-o", "wide"]);
+    assert_eq!(
+        words(&wide, 0).last().map(String::as_str),
+        Some("SELECTOR"),
+        "{wide}"
+    );
+    assert_eq!(
+        words(&wide, 1).last().map(String::as_str),
+        Some("run=nginx"),
+        "{wide}"
+    );
     let described = s.ok("", &["describe", "services", "nginx"]);
     assert!(
         described.contains("nginx") && described.contains("LoadBalancer"),

@@ -125,6 +125,19 @@ fn suite(k: &Kubectl) {
     ]);
     let rollout = k.ok(&["rollout", "status", "deployment/web", "--timeout=30s"]);
     assert!(rollout.contains("successfully rolled out"), "{rollout}");
+    let wide = k.ok(&["get", "pods", "-l", "app=web", "-o", "wide"]);
+    let header: Vec<&str> = wide.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header[..7],
+        ["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE"],
+        "{wide}"
+    );
+    assert!(wide.contains(&format!("{}-node-", k.context)), "{wide}");
+    let nodes = k.ok(&["get", "nodes"]);
+    assert!(
+        nodes.lines().next().unwrap().ends_with("VERSION"),
+        "{nodes}"
+    );
     let ready = k.ok(&[
         "get",
         "pods",
