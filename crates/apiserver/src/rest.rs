@@ -41,6 +41,10 @@ pub struct Rest {
     pub event_ttl: std::time::Duration,
     pub admission: Arc<admission::Chain>,
     pub schemas: Arc<Schemas>,
+    /// Whether a garbage collector runs beside the server (the local member clusters): then
+    /// a delete with `propagationPolicy=Orphan` adds the `orphan` finalizer, which the
+    /// collector removes once the dependents are released, as in kube-apiserver.
+    pub garbage_collector: bool,
 }
 
 impl Rest {
@@ -646,7 +650,8 @@ impl Rest {
                 }
             }
             let key = kind.key(&t.namespace, &t.name);
-            let finalizers = finalizers_after_delete(&current, &options, query)?;
+            let finalizers =
+                finalizers_after_delete(&current, &options, query, self.garbage_collector)?;
             if !finalizers.is_empty() || namespace_finalizers(kind, &current) {
                 // Finalizers hold the object: mark it deleted and leave it to them. A
                 // namespace turns Terminating; the namespace finalizer empties it.
@@ -775,6 +780,7 @@ fn finalizers_after_delete(
     current: &Value,
     options: &Value,
     query: &Query,
+    garbage_collector: bool,
 ) -> Result<Vec<String>, ApiError> {
     let policy = options
         .get("propagationPolicy")
@@ -809,10 +815,15 @@ fn finalizers_after_delete(
         (None, Some(orphan)) => orphan,
         (None, None) => true,
     };
-    Ok(meta::finalizers(current)
+    let mut finalizers: Vec<String> = meta::finalizers(current)
         .into_iter()
         .filter(|f| keep_orphan || f != "orphan")
-        .collect())
+        .collect();
+    let asked_orphan = policy == Some("Orphan") || orphan_dependents == Some(true);
+    if garbage_collector && asked_orphan && !finalizers.iter().any(|f| f == "orphan") {
+        finalizers.push("orphan".into());
+    }
+    Ok(finalizers)
 }
 
 fn is_namespaces(kind: &ResourceKind) -> bool {

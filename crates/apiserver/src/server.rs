@@ -76,6 +76,7 @@ impl App {
                 namespaces,
                 event_ttl: Duration::from_secs(3600),
                 schemas,
+                garbage_collector: false,
             },
             auth,
             advertise,

@@ -95,6 +95,8 @@ impl LocalCluster {
         let mut chain = admission::chain(&[], &[], &[], app.rest.namespaces.clone())?;
         chain.push(Box::new(ServiceAddresses::default()));
         app.rest.admission = Arc::new(chain);
+        // The simulated control loops collect garbage, orphaning when asked.
+        app.rest.garbage_collector = true;
         app.ensure_namespaces(&["default", "kube-system", "kube-public", "kube-node-lease"])
             .await?;
         let app = Arc::new(app);

@@ -229,6 +229,39 @@ fn suite(k: &Kubectl) {
         "3"
     );
 
+    // Orphaning keeps the dependents, released; a background delete takes them along.
+    k.ok(&[
+        "create",
+        "deployment",
+        "keep",
+        "--image=nginx",
+        "--replicas=2",
+    ]);
+    k.ok(&["rollout", "status", "deployment/keep", "--timeout=30s"]);
+    k.ok(&["delete", "deployment", "keep", "--cascade=orphan"]);
+    k.eventually(&["get", "deployments", "-o", "name"], |d| {
+        !d.contains("keep")
+    });
+    let owners = k.ok(&[
+        "get",
+        "rs",
+        "-l",
+        "app=keep",
+        "-o",
+        "jsonpath={.items[*].metadata.ownerReferences}",
+    ]);
+    assert_eq!(owners, "", "released from the Deployment");
+    assert_eq!(
+        k.ok(&["get", "pods", "-l", "app=keep", "-o", "name"])
+            .lines()
+            .count(),
+        2
+    );
+    k.ok(&["delete", "rs", "-l", "app=keep"]);
+    k.eventually(&["get", "pods", "-l", "app=keep", "-o", "name"], |p| {
+        p.trim().is_empty()
+    });
+
     // Deleting a namespace removes what is in it.
     k.ok(&["create", "namespace", "doomed"]);
     k.ok(&[

@@ -16,7 +16,7 @@ pub async fn reconcile(c: &Controllers, namespace: &str, name: &str) -> Result<(
     let ds = c.access.get(&k.daemon_sets, namespace, name).await?;
     collect_garbage(c, &k.pods, namespace, "DaemonSet", name, ds.as_ref()).await?;
     let Some(ds) = ds else { return Ok(()) };
-    if ds.pointer("/metadata/deletionTimestamp").is_some() {
+    if super::release_if_deleting(c, &k.daemon_sets, &ds, &k.pods).await? {
         return Ok(());
     }
     let selector = ds

@@ -46,7 +46,7 @@ pub async fn reconcile(c: &Controllers, namespace: &str, name: &str) -> Result<(
     )
     .await?;
     let Some(d) = d else { return Ok(()) };
-    if d.pointer("/metadata/deletionTimestamp").is_some() {
+    if super::release_if_deleting(c, &k.deployments, &d, &k.replica_sets).await? {
         return Ok(());
     }
     let want = int(&d, "/spec/replicas", 1).max(0);

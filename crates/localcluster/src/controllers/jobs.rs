@@ -14,7 +14,7 @@ pub async fn reconcile(c: &Controllers, namespace: &str, name: &str) -> Result<(
     let job = c.access.get(&k.jobs, namespace, name).await?;
     collect_garbage(c, &k.pods, namespace, "Job", name, job.as_ref()).await?;
     let Some(job) = job else { return Ok(()) };
-    if job.pointer("/metadata/deletionTimestamp").is_some() {
+    if super::release_if_deleting(c, &k.jobs, &job, &k.pods).await? {
         return Ok(());
     }
     let completions = int(&job, "/spec/completions", 1).max(0);

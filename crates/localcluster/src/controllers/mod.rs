@@ -480,6 +480,51 @@ fn owned_pods(c: &Controllers, owner: &Value) -> Vec<Value> {
         .collect()
 }
 
+/// An owner deleted with `propagationPolicy=Orphan` keeps the `orphan` finalizer until its
+/// dependents no longer name it; then it goes and they stay, as the garbage collector
+/// orphans. Whether the owner is being deleted (nothing else to do for it then).
+async fn release_if_deleting(
+    c: &Controllers,
+    owners: &Arc<ResourceKind>,
+    owner: &Value,
+    dependents: &Arc<ResourceKind>,
+) -> Result<bool, ApiError> {
+    if owner.pointer("/metadata/deletionTimestamp").is_none() {
+        return Ok(false);
+    }
+    let finalizers = meta::finalizers(owner);
+    if !finalizers.iter().any(|f| f == "orphan") {
+        return Ok(true);
+    }
+    let uid = meta::meta_str(owner, "uid");
+    for mut d in controlled(c, dependents, owner) {
+        if let Some(m) = d.get_mut("metadata").and_then(Value::as_object_mut) {
+            let refs = m.get_mut("ownerReferences").and_then(Value::as_array_mut);
+            if let Some(refs) = refs {
+                refs.retain(|r| r["uid"] != uid);
+                // An empty list is left out, as kube-apiserver shows it.
+                if refs.is_empty() {
+                    m.remove("ownerReferences");
+                }
+            }
+        }
+        c.access
+            .update(dependents, &d, false, "garbage-collector")
+            .await?;
+    }
+    let mut released = owner.clone();
+    released["metadata"]["finalizers"] = json!(
+        finalizers
+            .iter()
+            .filter(|f| *f != "orphan")
+            .collect::<Vec<_>>()
+    );
+    c.access
+        .update(owners, &released, false, "garbage-collector")
+        .await?;
+    Ok(true)
+}
+
 /// Removes what a vanished owner (or an earlier one of the same name) controlled, as the
 /// garbage collector does for background deletion.
 async fn collect_garbage(

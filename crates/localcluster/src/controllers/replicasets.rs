@@ -17,7 +17,7 @@ pub async fn reconcile(c: &Controllers, namespace: &str, name: &str) -> Result<(
         return collect_garbage(c, &k.pods, namespace, "ReplicaSet", name, None).await;
     };
     collect_garbage(c, &k.pods, namespace, "ReplicaSet", name, Some(&rs)).await?;
-    if rs.pointer("/metadata/deletionTimestamp").is_some() {
+    if super::release_if_deleting(c, &k.replica_sets, &rs, &k.pods).await? {
         return Ok(());
     }
     // A ReplicaSet whose Deployment is gone goes too.
