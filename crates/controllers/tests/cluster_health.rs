@@ -23,11 +23,14 @@ fn members_turn_ready_offline_and_ready_again() {
     env.cluster("mordor", &nowhere, "mordor-credentials");
 
     let metrics_port = free_port();
-    let _manager = env.manager(&[
-        "--cluster-monitor-period=1s",
-        "--address=127.0.0.1",
-        &format!("--port={metrics_port}"),
-    ]);
+    let _manager = support::manager(
+        &env,
+        &[
+            "--cluster-monitor-period=1s",
+            "--address=127.0.0.1",
+            &format!("--port={metrics_port}"),
+        ],
+    );
     env.until_status(&[
         ("gondor", "Ready"),
         ("rohan", "Offline"),

@@ -20,8 +20,8 @@ fn a_standby_replica_takes_over_from_a_killed_leader() {
         "--cluster-monitor-period=1s",
         "--port=0",
     ];
-    let mut first = env.manager(&flags);
-    let second = env.manager(&flags);
+    let mut first = support::manager(&env, &flags);
+    let second = support::manager(&env, &flags);
     let lease = |path: &str| {
         env.kubectl(
             "federation",
