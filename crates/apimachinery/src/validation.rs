@@ -17,6 +17,8 @@ pub enum NameRule {
     Dns1123Label,
     /// Services and Clusters.
     Dns1035Label,
+    /// RBAC roles and bindings: anything usable as one URL path segment.
+    PathSegment,
 }
 
 fn label_chars_ok(s: &str, first_alpha: bool) -> bool {
@@ -35,7 +37,19 @@ fn label_chars_ok(s: &str, first_alpha: bool) -> bool {
 /// Errors of `name` under `rule`, empty if it is valid.
 pub fn name_errors(rule: NameRule, name: &str) -> Vec<String> {
     let mut errs = Vec::new();
+    if rule == NameRule::PathSegment {
+        if name == "." || name == ".." {
+            errs.push(format!("may not be '{name}'"));
+        }
+        for bad in ["/", "%"] {
+            if name.contains(bad) {
+                errs.push(format!("may not contain '{bad}'"));
+            }
+        }
+        return errs;
+    }
     let (max, ok, msg) = match rule {
+        NameRule::PathSegment => unreachable!("handled above"),
         NameRule::Dns1123Label => (63, label_chars_ok(name, false), DNS1123_LABEL_MSG),
         NameRule::Dns1035Label => (63, label_chars_ok(name, true), DNS1035_LABEL_MSG),
         NameRule::Dns1123Subdomain => (
@@ -172,6 +186,9 @@ mod tests {
         assert!(name_errors(NameRule::Dns1123Label, "123-abc").is_empty());
         assert!(!name_errors(NameRule::Dns1123Label, "a.b").is_empty());
         assert!(!name_errors(NameRule::Dns1035Label, "1abc").is_empty());
+        assert!(name_errors(NameRule::PathSegment, "system:controller:x").is_empty());
+        assert!(!name_errors(NameRule::PathSegment, "a/b").is_empty());
+        assert!(!name_errors(NameRule::PathSegment, "..").is_empty());
         assert!(name_errors(NameRule::Dns1035Label, "gondor").is_empty());
         assert_eq!(
             name_errors(NameRule::Dns1123Label, &"a".repeat(64)),

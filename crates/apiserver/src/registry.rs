@@ -35,7 +35,10 @@ const fn kind(
     }
 }
 
-use NameRule::{Dns1035Label as DNS1035, Dns1123Label as LABEL, Dns1123Subdomain as SUBDOMAIN};
+use NameRule::{
+    Dns1035Label as DNS1035, Dns1123Label as LABEL, Dns1123Subdomain as SUBDOMAIN,
+    PathSegment as SEGMENT,
+};
 use Scope::{Cluster as CLUSTER, Namespaced as NS};
 
 /// What every server here serves: the core of the Kubernetes API that the federation
@@ -90,10 +93,10 @@ pub fn member() -> Vec<ResourceKind> {
         kind("", "v1", "Endpoints", "endpoints", "endpoints", &["ep"], NS, &[], SUBDOMAIN, "endpoints"),
         kind("", "v1", "ServiceAccount", "serviceaccounts", "serviceaccount", &["sa"], NS, &[], SUBDOMAIN, "serviceaccounts"),
         kind("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", "endpointslice", &[], NS, &[], SUBDOMAIN, "endpointslices"),
-        kind(rbac, "v1", "ClusterRole", "clusterroles", "clusterrole", &[], CLUSTER, &[], SUBDOMAIN, "clusterroles"),
-        kind(rbac, "v1", "ClusterRoleBinding", "clusterrolebindings", "clusterrolebinding", &[], CLUSTER, &[], SUBDOMAIN, "clusterrolebindings"),
-        kind(rbac, "v1", "Role", "roles", "role", &[], NS, &[], SUBDOMAIN, "roles"),
-        kind(rbac, "v1", "RoleBinding", "rolebindings", "rolebinding", &[], NS, &[], SUBDOMAIN, "rolebindings"),
+        kind(rbac, "v1", "ClusterRole", "clusterroles", "clusterrole", &[], CLUSTER, &[], SEGMENT, "clusterroles"),
+        kind(rbac, "v1", "ClusterRoleBinding", "clusterrolebindings", "clusterrolebinding", &[], CLUSTER, &[], SEGMENT, "clusterrolebindings"),
+        kind(rbac, "v1", "Role", "roles", "role", &[], NS, &[], SEGMENT, "roles"),
+        kind(rbac, "v1", "RoleBinding", "rolebindings", "rolebinding", &[], NS, &[], SEGMENT, "rolebindings"),
     ]);
     finish(kinds)
 }

@@ -1,0 +1,121 @@
+//! `kubefed`: join and unjoin member clusters. Errors are one line and a non-zero exit.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use fellowship_kubefed::contexts::Contexts;
+use fellowship_kubefed::join::{JoinOptions, join};
+use fellowship_kubefed::unjoin::{UnjoinOptions, unjoin};
+
+#[derive(Parser)]
+#[command(name = "kubefed", version, about = "Controls a cluster federation")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args)]
+struct Common {
+    /// The kubeconfig to read ($KUBECONFIG or ~/.kube/config when unset).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Context of the host cluster, where the federation keeps the members' credentials.
+    #[arg(long, default_value = "")]
+    host_cluster_context: String,
+    /// Context of the federation API (the current context when unset).
+    #[arg(long, default_value = "")]
+    context: String,
+    /// The federation's namespace, in the host and in each member.
+    #[arg(long, default_value = "federation-system")]
+    federation_system_namespace: String,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Join a cluster to the federation.
+    Join {
+        /// The cluster's name in the federation (a DNS label).
+        cluster_name: String,
+        #[command(flatten)]
+        common: Common,
+        /// The joining cluster's context (the cluster's name when unset).
+        #[arg(long, default_value = "")]
+        cluster_context: String,
+        /// The credentials Secret's name in the host (generated when unset).
+        #[arg(long)]
+        secret_name: Option<String>,
+        /// Store the cluster context's credentials from this kubeconfig instead of a
+        /// service account's token (no RBAC objects are created).
+        #[arg(long)]
+        credentials_kubeconfig: Option<PathBuf>,
+    },
+    /// Remove a cluster from the federation.
+    Unjoin {
+        cluster_name: String,
+        #[command(flatten)]
+        common: Common,
+        /// The cluster's context (the cluster's name when unset).
+        #[arg(long, default_value = "")]
+        cluster_context: String,
+    },
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli).await {
+        eprintln!("kubefed: error: {}", describe(&e));
+        std::process::exit(1);
+    }
+}
+
+/// The error and its causes on one line; an API error by its message alone.
+fn describe(e: &anyhow::Error) -> String {
+    e.chain()
+        .map(|cause| match cause.downcast_ref::<kube::Error>() {
+            Some(kube::Error::Api(status)) => status.message.clone(),
+            _ => cause.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut out = std::io::stdout();
+    match cli.command {
+        Command::Join {
+            cluster_name,
+            common,
+            cluster_context,
+            secret_name,
+            credentials_kubeconfig,
+        } => {
+            let contexts = Contexts::load(common.kubeconfig.as_deref())?;
+            let options = JoinOptions {
+                cluster: cluster_name,
+                host_context: common.host_cluster_context,
+                cluster_context,
+                federation_context: common.context,
+                namespace: common.federation_system_namespace,
+                secret_name,
+                credentials_kubeconfig,
+            };
+            join(&contexts, &options, &mut out).await
+        }
+        Command::Unjoin {
+            cluster_name,
+            common,
+            cluster_context,
+        } => {
+            let contexts = Contexts::load(common.kubeconfig.as_deref())?;
+            let options = UnjoinOptions {
+                cluster: cluster_name,
+                host_context: common.host_cluster_context,
+                cluster_context,
+                federation_context: common.context,
+                namespace: common.federation_system_namespace,
+            };
+            unjoin(&contexts, &options, &mut out).await
+        }
+    }
+}

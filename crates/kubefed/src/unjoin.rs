@@ -1,0 +1,170 @@
+//! `kubefed unjoin` (spec §3.2): the Cluster, its credentials in the host cluster, the
+//! kube-dns entry and the RBAC objects the join made go; it says what it leaves behind.
+
+use std::io::Write;
+
+use anyhow::Context;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use kube::api::{DeleteParams, DynamicObject, PostParams};
+use kube::{Api, Client};
+use serde_json::Value;
+
+use crate::contexts::Contexts;
+use crate::{CLUSTER_ROLE_NAME, SERVICE_ACCOUNT_NAME};
+
+pub struct UnjoinOptions {
+    pub cluster: String,
+    pub host_context: String,
+    pub cluster_context: String,
+    pub federation_context: String,
+    pub namespace: String,
+}
+
+/// Deletes, a missing object being no error; other errors are warnings.
+async fn remove<K>(api: &Api<K>, name: &str, what: &str, out: &mut impl Write) -> anyhow::Result<()>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => writeln!(out, "Deleted {what}")?,
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 405 => {}
+        Err(e) => writeln!(out, "warning: could not delete {what}: {e}")?,
+    }
+    Ok(())
+}
+
+pub async fn unjoin(
+    contexts: &Contexts,
+    o: &UnjoinOptions,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let host_context = contexts.resolve(&o.host_context)?;
+    let federation_context = contexts.resolve(&o.federation_context)?;
+    let n = o.namespace.as_str();
+    let federation_client = contexts.client(&federation_context).await?;
+    let clusters: Api<DynamicObject> = Api::all_with(
+        federation_client,
+        &fellowship_controllers::cluster::cluster_resource(),
+    );
+    let Some(cluster) = clusters.get_opt(&o.cluster).await? else {
+        writeln!(
+            out,
+            "warning: cluster {:?} is not in the federation",
+            o.cluster
+        )?;
+        return Ok(());
+    };
+    clusters
+        .delete(&o.cluster, &DeleteParams::default())
+        .await
+        .with_context(|| format!("deleting cluster {:?}", o.cluster))?;
+    writeln!(out, "Deleted cluster {:?} from the federation", o.cluster)?;
+    let cluster = serde_json::to_value(&cluster)?;
+    let annotation = |key: &str| {
+        cluster
+            .pointer("/metadata/annotations")
+            .and_then(|a| a.get(key))
+            .and_then(Value::as_str)
+            .map(String::from)
+    };
+
+    let host = contexts.client(&host_context).await?;
+    let federation_name = crate::join::federation(&host, n, &host_context)
+        .await
+        .map(|f| f.name)
+        .ok();
+    let host_secrets: Api<Secret> = Api::namespaced(host, n);
+    let secret = match cluster
+        .pointer("/spec/secretRef/name")
+        .and_then(Value::as_str)
+    {
+        Some(name) => host_secrets.get_opt(name).await?,
+        None => None,
+    };
+    // The member: from its context, else from the credentials the federation held.
+    let context = contexts.resolve(if o.cluster_context.is_empty() {
+        &o.cluster
+    } else {
+        &o.cluster_context
+    });
+    let member: anyhow::Result<Client> = match context {
+        Ok(c) => contexts.client(&c).await,
+        Err(e) => match fellowship_controllers::members::client(&cluster, secret.as_ref()).await {
+            Ok(c) => Ok(c),
+            Err(_) => Err(e),
+        },
+    };
+    if let Some(s) = &secret {
+        let name = s.metadata.name.clone().unwrap_or_default();
+        remove(
+            &host_secrets,
+            &name,
+            &format!("secret {n}/{name} in {host_context}"),
+            out,
+        )
+        .await?;
+    }
+    let member = match member {
+        Ok(m) => m,
+        Err(e) => {
+            writeln!(
+                out,
+                "warning: the cluster is not reachable ({e:#}); left in it: the kube-dns entry, the RBAC objects and namespace {n}"
+            )?;
+            return removed(&o.cluster, out);
+        }
+    };
+    // kube-dns: this federation's entry and the stub domains go.
+    let maps: Api<ConfigMap> = Api::namespaced(member.clone(), "kube-system");
+    if let Some(mut map) = maps.get_opt("kube-dns").await? {
+        let data = map.data.get_or_insert_with(Default::default);
+        if let (Some(list), Some(fed)) = (data.get("federations").cloned(), &federation_name) {
+            let kept: Vec<&str> = list
+                .split(',')
+                .filter(|e| !e.starts_with(&format!("{fed}=")))
+                .collect();
+            data.insert("federations".into(), kept.join(","));
+        }
+        data.remove("stubDomains");
+        match maps.replace("kube-dns", &PostParams::default(), &map).await {
+            Ok(_) => writeln!(out, "Removed the federation from kube-system/kube-dns")?,
+            Err(e) => writeln!(out, "warning: could not update kube-system/kube-dns: {e}")?,
+        }
+    }
+    if let Some(account) = annotation(SERVICE_ACCOUNT_NAME) {
+        let accounts: Api<ServiceAccount> = Api::namespaced(member.clone(), n);
+        remove(
+            &accounts,
+            &account,
+            &format!("service account {n}/{account}"),
+            out,
+        )
+        .await?;
+    }
+    if let Some(role) = annotation(CLUSTER_ROLE_NAME) {
+        let bindings: Api<ClusterRoleBinding> = Api::all(member.clone());
+        remove(
+            &bindings,
+            &role,
+            &format!("cluster role binding {role}"),
+            out,
+        )
+        .await?;
+        let roles: Api<ClusterRole> = Api::all(member);
+        remove(&roles, &role, &format!("cluster role {role}"), out).await?;
+    }
+    writeln!(
+        out,
+        "Left in the cluster: namespace {n} and the objects the federation propagated"
+    )?;
+    removed(&o.cluster, out)
+}
+
+fn removed(cluster: &str, out: &mut impl Write) -> anyhow::Result<()> {
+    writeln!(
+        out,
+        "Successfully removed cluster {cluster:?} from federation"
+    )?;
+    Ok(())
+}
