@@ -1,12 +1,14 @@
-//! The federation controller manager. Today: the cluster controller (spec §1.1), which
-//! probes every member cluster with the credentials the federation holds for it and writes
-//! the Cluster's status (Ready / Offline, zones, region). Propagation of federated types
-//! follows (issue 5).
+//! The federation controller manager: the cluster controller (spec §1.1), which probes
+//! every member cluster with the credentials the federation holds for it and writes the
+//! Cluster's status, and the sync controller (§4.3, §5, §6), which propagates the federated
+//! types to the Ready clusters their selectors choose.
 
 pub mod cluster;
 pub mod leader;
 pub mod members;
 pub mod metrics;
 pub mod options;
+pub mod selector;
+pub mod sync;
 
 pub use options::Options;

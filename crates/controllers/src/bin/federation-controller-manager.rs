@@ -10,6 +10,7 @@ use fellowship_controllers::Options;
 use fellowship_controllers::cluster::ClusterController;
 use fellowship_controllers::leader::LeaderElection;
 use fellowship_controllers::metrics::Metrics;
+use fellowship_controllers::sync::SyncController;
 
 #[tokio::main]
 async fn main() {
@@ -76,7 +77,14 @@ async fn run(options: Options) -> anyhow::Result<()> {
     } else {
         None
     };
-    let controllers = tokio::spawn(clusters.run());
+    let sync = SyncController::new(
+        clusters.federation.clone(),
+        clusters.host.clone(),
+        clusters.namespace.clone(),
+    );
+    let controllers = tokio::spawn(async move {
+        tokio::join!(clusters.run(), sync.run());
+    });
     let lost = async {
         match &election {
             Some(e) => e.hold().await,

@@ -1,0 +1,632 @@
+//! Propagation of federated objects (spec §4.3, §5, §6): every object of the federated
+//! types goes, as the federation holds it, to the Ready member clusters its cluster-selector
+//! annotation selects, stays in step there (a copy edited or deleted in a member is put
+//! back), and leaves the clusters no longer selected.
+//!
+//! Each member cluster has its own worker, queue and caches, so a slow or offline member
+//! delays no other; a member that turns Ready is brought up to date at once. Copies carry a
+//! marker annotation: a same-named object Fellowship did not create is left alone. Deletion
+//! follows §6: federated objects carry the `orphan` and delete-from-underlying-clusters
+//! finalizers; a cascading delete removes the member copies (in every registered cluster,
+//! waiting for those not Ready), an orphaning one leaves them.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::api::{ApiResource, DeleteParams, DynamicObject, PostParams};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client};
+use serde_json::{Map, Value, json};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::cluster::cluster_resource;
+use crate::members;
+use crate::selector::Selector;
+
+/// On every member copy: what Fellowship created and may change or delete.
+pub const MANAGED: &str = "federation.fellowship.io/managed";
+pub const DELETE_FROM_CLUSTERS: &str = "federation.kubernetes.io/delete-from-underlying-clusters";
+pub const ORPHAN: &str = "orphan";
+
+/// How long a failed or unfinished reconcile waits before it runs again.
+const RETRY: Duration = Duration::from_secs(1);
+
+fn resource(group: &str, version: &str, kind: &str, plural: &str) -> ApiResource {
+    ApiResource {
+        group: group.into(),
+        version: version.into(),
+        api_version: if group.is_empty() {
+            version.into()
+        } else {
+            format!("{group}/{version}")
+        },
+        kind: kind.into(),
+        plural: plural.into(),
+    }
+}
+
+/// The federated types and whether each is namespaced; seed-era `extensions/v1beta1`
+/// objects are read through their current versions, so they reach members as those.
+pub fn types() -> Vec<(ApiResource, bool)> {
+    vec![
+        (resource("", "v1", "Namespace", "namespaces"), false),
+        (resource("", "v1", "ConfigMap", "configmaps"), true),
+        (resource("", "v1", "Secret", "secrets"), true),
+        (resource("", "v1", "Service", "services"), true),
+        (resource("apps", "v1", "DaemonSet", "daemonsets"), true),
+        (resource("apps", "v1", "Deployment", "deployments"), true),
+        (resource("apps", "v1", "ReplicaSet", "replicasets"), true),
+        (resource("batch", "v1", "Job", "jobs"), true),
+        (
+            resource(
+                "autoscaling",
+                "v2",
+                "HorizontalPodAutoscaler",
+                "horizontalpodautoscalers",
+            ),
+            true,
+        ),
+        (
+            resource("networking.k8s.io", "v1", "Ingress", "ingresses"),
+            true,
+        ),
+    ]
+}
+
+/// One object of one type: (type index, namespace, name).
+type Key = (usize, String, String);
+
+fn api(client: &Client, ar: &ApiResource, namespaced: bool, namespace: &str) -> Api<DynamicObject> {
+    if namespaced {
+        Api::namespaced_with(client.clone(), namespace, ar)
+    } else {
+        Api::all_with(client.clone(), ar)
+    }
+}
+
+fn object_ref(ar: &ApiResource, namespace: &str, name: &str) -> ObjectRef<DynamicObject> {
+    let r = ObjectRef::new_with(name, ar.clone());
+    if namespace.is_empty() {
+        r
+    } else {
+        r.within(namespace)
+    }
+}
+
+/// Runs a reflector into a new store, sending the key of every object it sees.
+fn follow(
+    client: &Client,
+    ar: &ApiResource,
+    index: usize,
+    keys: mpsc::UnboundedSender<Key>,
+) -> (Store<DynamicObject>, JoinHandle<()>) {
+    let writer = reflector::store::Writer::new(ar.clone());
+    let store = writer.as_reader();
+    let stream = watcher(
+        Api::<DynamicObject>::all_with(client.clone(), ar),
+        watcher::Config::default(),
+    )
+    .default_backoff();
+    let task = tokio::spawn(async move {
+        let mut objects = reflector::reflector(writer, stream)
+            .touched_objects()
+            .boxed();
+        while let Some(o) = objects.next().await {
+            if let Ok(o) = o {
+                let ns = o.metadata.namespace.clone().unwrap_or_default();
+                let name = o.metadata.name.clone().unwrap_or_default();
+                if keys.send((index, ns, name)).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    (store, task)
+}
+
+/// What a member copy is made of: name, namespace, labels, annotations (and the marker),
+/// and everything but metadata and status.
+pub fn desired(object: &Value) -> Value {
+    let mut out = Map::new();
+    for (k, v) in object.as_object().into_iter().flatten() {
+        if !matches!(k.as_str(), "metadata" | "status") {
+            out.insert(k.clone(), v.clone());
+        }
+    }
+    let meta = &object["metadata"];
+    let mut annotations = meta["annotations"].as_object().cloned().unwrap_or_default();
+    annotations.insert(MANAGED.into(), json!("true"));
+    let mut m = Map::new();
+    m.insert("name".into(), meta["name"].clone());
+    if let Some(ns) = meta.get("namespace").filter(|n| !n.is_null()) {
+        m.insert("namespace".into(), ns.clone());
+    }
+    if let Some(l) = meta.get("labels").filter(|l| !l.is_null()) {
+        m.insert("labels".into(), l.clone());
+    }
+    m.insert("annotations".into(), Value::Object(annotations));
+    out.insert("metadata".into(), Value::Object(m));
+    Value::Object(out)
+}
+
+/// Whether `have` holds everything `want` says: fields members fill in themselves (a
+/// Service's cluster IP and node ports, defaults, annotations their controllers add) are
+/// no reason to write.
+pub fn covers(have: &Value, want: &Value) -> bool {
+    match (have, want) {
+        (Value::Object(h), Value::Object(w)) => w.iter().all(|(k, wv)| {
+            h.get(k).is_some_and(|hv| covers(hv, wv)) || (wv.is_null() && h.get(k).is_none())
+        }),
+        (Value::Array(h), Value::Array(w)) => {
+            h.len() == w.len() && h.iter().zip(w).all(|(h, w)| covers(h, w))
+        }
+        (h, w) => h == w,
+    }
+}
+
+/// `have` with `want` written over it (maps merged, everything else replaced).
+fn merge(have: &mut Value, want: &Value) {
+    match (have, want) {
+        (Value::Object(h), Value::Object(w)) => {
+            for (k, wv) in w {
+                match h.get_mut(k) {
+                    Some(hv) if hv.is_object() && wv.is_object() => merge(hv, wv),
+                    _ => {
+                        h.insert(k.clone(), wv.clone());
+                    }
+                }
+            }
+        }
+        (h, w) => *h = w.clone(),
+    }
+}
+
+fn is_managed(object: &Value) -> bool {
+    object.pointer(&format!(
+        "/metadata/annotations/{}",
+        MANAGED.replace('/', "~1")
+    )) == Some(&json!("true"))
+}
+
+fn finalizers(object: &Value) -> Vec<String> {
+    object["metadata"]["finalizers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f.as_str().map(String::from))
+        .collect()
+}
+
+/// A member cluster being kept in step: its client, caches, worker.
+struct Member {
+    labels: BTreeMap<String, String>,
+    client: Client,
+    stores: Vec<Store<DynamicObject>>,
+    keys: mpsc::UnboundedSender<Key>,
+    /// Its reflectors and worker, which stop with it.
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        for t in self.tasks.lock().expect("not poisoned").iter() {
+            t.abort();
+        }
+    }
+}
+
+pub struct SyncController {
+    pub federation: Client,
+    pub host: Client,
+    pub namespace: String,
+    types: Vec<(ApiResource, bool)>,
+    federated: Mutex<Vec<Store<DynamicObject>>>,
+    members: Mutex<HashMap<String, Arc<Member>>>,
+    /// Objects whose finalizers are being seen to, one task each; `true` when the object
+    /// changed while its task ran, so that it looks once more.
+    finalizing: Mutex<BTreeMap<Key, bool>>,
+}
+
+impl SyncController {
+    pub fn new(federation: Client, host: Client, namespace: String) -> Arc<SyncController> {
+        Arc::new(SyncController {
+            federation,
+            host,
+            namespace,
+            types: types(),
+            federated: Mutex::new(Vec::new()),
+            members: Mutex::new(HashMap::new()),
+            finalizing: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    fn federated_store(&self, index: usize) -> Store<DynamicObject> {
+        self.federated.lock().expect("not poisoned")[index].clone()
+    }
+
+    fn federated(&self, (index, ns, name): &Key) -> Option<Value> {
+        let (ar, _) = &self.types[*index];
+        let o = self
+            .federated_store(*index)
+            .get(&object_ref(ar, ns, name))?;
+        serde_json::to_value(&*o).ok()
+    }
+
+    /// Runs until the task is dropped.
+    pub async fn run(self: Arc<Self>) {
+        let (fed_tx, mut fed_rx) = mpsc::unbounded_channel::<Key>();
+        let mut tasks = Vec::new();
+        for (i, (ar, _)) in self.types.iter().enumerate() {
+            let (store, task) = follow(&self.federation, ar, i, fed_tx.clone());
+            self.federated.lock().expect("not poisoned").push(store);
+            tasks.push(task);
+        }
+        for i in 0..self.types.len() {
+            let _ = self.federated_store(i).wait_until_ready().await;
+        }
+        let (cluster_tx, mut cluster_rx) = mpsc::unbounded_channel::<Key>();
+        let (clusters, cluster_task) = follow(
+            &self.federation,
+            &cluster_resource(),
+            usize::MAX,
+            cluster_tx,
+        );
+        tasks.push(cluster_task);
+        let _ = clusters.wait_until_ready().await;
+        self.clusters_changed(&clusters).await;
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                Some(key) = fed_rx.recv() => {
+                    let members: Vec<Arc<Member>> = self.members.lock().expect("not poisoned").values().cloned().collect();
+                    for m in members {
+                        let _ = m.keys.send(key.clone());
+                    }
+                    let mut finalizing = self.finalizing.lock().expect("not poisoned");
+                    match finalizing.get_mut(&key) {
+                        Some(changed) => *changed = true,
+                        None => {
+                            finalizing.insert(key.clone(), false);
+                            let this = self.clone();
+                            tokio::spawn(async move { this.finalize(key).await });
+                        }
+                    }
+                }
+                Some(_) = cluster_rx.recv() => self.clusters_changed(&clusters).await,
+                _ = tick.tick() => self.clusters_changed(&clusters).await,
+            }
+        }
+    }
+
+    /// Starts keeping the Ready clusters in step, stops for the others.
+    async fn clusters_changed(self: &Arc<Self>, clusters: &Store<DynamicObject>) {
+        let mut ready: BTreeMap<String, Value> = BTreeMap::new();
+        for c in clusters.state() {
+            let v = serde_json::to_value(&*c).unwrap_or_default();
+            let is_ready = v
+                .pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                });
+            if is_ready {
+                ready.insert(c.metadata.name.clone().unwrap_or_default(), v);
+            }
+        }
+        let known: BTreeSet<String> = self
+            .members
+            .lock()
+            .expect("not poisoned")
+            .keys()
+            .cloned()
+            .collect();
+        for gone in known.iter().filter(|n| !ready.contains_key(*n)) {
+            tracing::info!(cluster = %gone, "stopped propagating to a cluster that is not Ready");
+            self.members.lock().expect("not poisoned").remove(gone);
+        }
+        for (name, cluster) in ready {
+            let labels: BTreeMap<String, String> =
+                serde_json::from_value(cluster["metadata"]["labels"].clone()).unwrap_or_default();
+            let existing = self
+                .members
+                .lock()
+                .expect("not poisoned")
+                .get(&name)
+                .cloned();
+            match existing {
+                // Labels moved: what is selected may have changed.
+                Some(m) if m.labels != labels => {
+                    self.members.lock().expect("not poisoned").remove(&name);
+                }
+                Some(_) => continue,
+                None => {}
+            }
+            if let Err(e) = self.start_member(&name, &cluster, labels).await {
+                tracing::warn!(cluster = %name, error = %e, "cannot propagate to cluster");
+            }
+        }
+    }
+
+    async fn start_member(
+        self: &Arc<Self>,
+        name: &str,
+        cluster: &Value,
+        labels: BTreeMap<String, String>,
+    ) -> anyhow::Result<()> {
+        let secret = members::secret(&self.host, &self.namespace, cluster).await?;
+        let client = members::client(cluster, secret.as_ref()).await?;
+        let (tx, rx) = mpsc::unbounded_channel::<Key>();
+        let mut stores = Vec::new();
+        let mut tasks = Vec::new();
+        for (i, (ar, _)) in self.types.iter().enumerate() {
+            let (store, task) = follow(&client, ar, i, tx.clone());
+            stores.push(store);
+            tasks.push(task);
+        }
+        let member = Arc::new(Member {
+            labels,
+            client,
+            stores,
+            keys: tx.clone(),
+            tasks: Mutex::new(tasks),
+        });
+        let this = self.clone();
+        let weak = Arc::downgrade(&member);
+        let cluster_name = name.to_string();
+        let worker = tokio::spawn(async move { this.work(cluster_name, weak, rx).await });
+        member.tasks.lock().expect("not poisoned").push(worker);
+        // Everything federated is looked at for the new member.
+        for i in 0..self.types.len() {
+            for o in self.federated_store(i).state() {
+                let _ = tx.send((
+                    i,
+                    o.metadata.namespace.clone().unwrap_or_default(),
+                    o.metadata.name.clone().unwrap_or_default(),
+                ));
+            }
+        }
+        tracing::info!(cluster = %name, "propagating to cluster");
+        self.members
+            .lock()
+            .expect("not poisoned")
+            .insert(name.to_string(), member);
+        Ok(())
+    }
+
+    /// One member's worker: reconciles the keys sent to it, one at a time, retrying those
+    /// that fail.
+    async fn work(
+        self: Arc<Self>,
+        cluster: String,
+        member: std::sync::Weak<Member>,
+        mut keys: mpsc::UnboundedReceiver<Key>,
+    ) {
+        let mut pending: BTreeSet<Key> = BTreeSet::new();
+        loop {
+            if pending.is_empty() {
+                match keys.recv().await {
+                    Some(k) => {
+                        pending.insert(k);
+                    }
+                    None => return,
+                }
+            }
+            while let Ok(k) = keys.try_recv() {
+                pending.insert(k);
+            }
+            let Some(m) = member.upgrade() else { return };
+            for s in &m.stores {
+                let _ = s.wait_until_ready().await;
+            }
+            let Some(key) = pending.pop_first() else {
+                continue;
+            };
+            if let Err(e) = self.reconcile(&m, &key).await {
+                tracing::debug!(%cluster, ?key, error = %e, "reconcile failed; retrying");
+                let tx = m.keys.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(RETRY).await;
+                    let _ = tx.send(key);
+                });
+            }
+        }
+    }
+
+    async fn reconcile(&self, m: &Member, key: &Key) -> anyhow::Result<()> {
+        let (index, ns, name) = key;
+        let (ar, namespaced) = &self.types[*index];
+        let Some(object) = self.federated(key) else {
+            return Ok(());
+        };
+        if object.pointer("/metadata/deletionTimestamp").is_some() {
+            return Ok(());
+        }
+        let copy = m.stores[*index]
+            .get(&object_ref(ar, ns, name))
+            .and_then(|o| serde_json::to_value(&*o).ok());
+        let annotations: Option<BTreeMap<String, String>> =
+            serde_json::from_value(object["metadata"]["annotations"].clone()).ok();
+        let selected = match Selector::of(annotations.as_ref()) {
+            Ok(s) => s.is_none_or(|s| s.matches(&m.labels)),
+            // Nowhere, and nothing removed (spec §5).
+            Err(e) => {
+                tracing::debug!(object = %name, error = %e, "invalid cluster selector");
+                return Ok(());
+            }
+        };
+        let member_api = api(&m.client, ar, *namespaced, ns);
+        match (selected, copy) {
+            (false, Some(c)) if is_managed(&c) => {
+                member_api
+                    .delete(name, &DeleteParams::background())
+                    .await
+                    .map(|_| ())
+                    .or_else(not_found)?;
+            }
+            (false, _) => {}
+            (true, None) => {
+                let want: DynamicObject = serde_json::from_value(desired(&object))?;
+                match member_api.create(&PostParams::default(), &want).await {
+                    Ok(_) => {}
+                    // There already, unseen yet by the cache: looked at again.
+                    Err(kube::Error::Api(e)) if e.code == 409 => {
+                        anyhow::bail!("{name} exists in the member; looking again")
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            (true, Some(c)) if !is_managed(&c) => {
+                tracing::debug!(object = %name, "a same-named object Fellowship did not create is in the member; left alone");
+            }
+            (true, Some(c)) => {
+                let want = desired(&object);
+                if !covers(&c, &want) {
+                    let mut next = c.clone();
+                    merge(&mut next, &want);
+                    let next: DynamicObject = serde_json::from_value(next)?;
+                    member_api
+                        .replace(name, &PostParams::default(), &next)
+                        .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The §6 finalizers of a federated object: added to a live one; on deletion, the
+    /// member copies removed unless orphaned, then the finalizers.
+    async fn finalize(&self, key: Key) {
+        loop {
+            match self.finalize_once(&key).await {
+                Ok(true) => {
+                    let mut finalizing = self.finalizing.lock().expect("not poisoned");
+                    if finalizing.get(&key) == Some(&true) {
+                        finalizing.insert(key.clone(), false);
+                        continue;
+                    }
+                    finalizing.remove(&key);
+                    return;
+                }
+                Ok(false) => {}
+                Err(e) => tracing::debug!(?key, error = %e, "finalizing"),
+            }
+            tokio::time::sleep(RETRY).await;
+        }
+    }
+
+    /// Whether the object needs nothing more.
+    async fn finalize_once(&self, key: &Key) -> anyhow::Result<bool> {
+        let (index, ns, name) = key;
+        let (ar, namespaced) = &self.types[*index];
+        let Some(object) = self.federated(key) else {
+            return Ok(true);
+        };
+        let have = finalizers(&object);
+        let fed_api = api(&self.federation, ar, *namespaced, ns);
+        let write = |list: Vec<String>| {
+            let mut next = object.clone();
+            next["metadata"]["finalizers"] = json!(list);
+            next
+        };
+        if object.pointer("/metadata/deletionTimestamp").is_none() {
+            if have.iter().any(|f| f == DELETE_FROM_CLUSTERS) && have.iter().any(|f| f == ORPHAN) {
+                return Ok(true);
+            }
+            let mut list: BTreeSet<String> = have.into_iter().collect();
+            list.insert(DELETE_FROM_CLUSTERS.into());
+            list.insert(ORPHAN.into());
+            let next: DynamicObject = serde_json::from_value(write(list.into_iter().collect()))?;
+            fed_api.replace(name, &PostParams::default(), &next).await?;
+            return Ok(true);
+        }
+        if !have.iter().any(|f| f == DELETE_FROM_CLUSTERS) {
+            return Ok(true);
+        }
+        if !have.iter().any(|f| f == ORPHAN) {
+            // Cascade: every registered cluster must be Ready to be cleared.
+            let registered =
+                Api::<DynamicObject>::all_with(self.federation.clone(), &cluster_resource())
+                    .list(&Default::default())
+                    .await?
+                    .items
+                    .len();
+            let members: Vec<Arc<Member>> = self
+                .members
+                .lock()
+                .expect("not poisoned")
+                .values()
+                .cloned()
+                .collect();
+            if members.len() < registered {
+                anyhow::bail!("waiting for every cluster to be Ready to delete {name} from it");
+            }
+            let mut waiting = false;
+            for m in &members {
+                let copy = m.stores[*index].get(&object_ref(ar, ns, name));
+                if let Some(c) = copy
+                    && serde_json::to_value(&*c).is_ok_and(|c| is_managed(&c))
+                {
+                    waiting = true;
+                    api(&m.client, ar, *namespaced, ns)
+                        .delete(name, &DeleteParams::background())
+                        .await
+                        .map(|_| ())
+                        .or_else(not_found)?;
+                }
+            }
+            if waiting {
+                return Ok(false);
+            }
+        }
+        let kept: Vec<String> = have
+            .into_iter()
+            .filter(|f| f != DELETE_FROM_CLUSTERS && f != ORPHAN)
+            .collect();
+        let next: DynamicObject = serde_json::from_value(write(kept))?;
+        fed_api.replace(name, &PostParams::default(), &next).await?;
+        Ok(true)
+    }
+}
+
+fn not_found(e: kube::Error) -> Result<(), kube::Error> {
+    match e {
+        kube::Error::Api(s) if s.code == 404 => Ok(()),
+        e => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copies_and_what_counts_as_in_step() {
+        let fed = json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "web", "namespace": "default", "uid": "u", "resourceVersion": "9", "finalizers": ["orphan"], "labels": {"a": "b"}},
+            "spec": {"ports": [{"port": 80}], "selector": {"app": "web"}}, "status": {"loadBalancer": {}}});
+        let want = desired(&fed);
+        assert_eq!(
+            want["metadata"],
+            json!({"name": "web", "namespace": "default", "labels": {"a": "b"}, "annotations": {MANAGED: "true"}})
+        );
+        assert!(want.get("status").is_none());
+        // The member filled in a cluster IP, a node port and an annotation: in step.
+        let mut member = want.clone();
+        member["spec"]["clusterIP"] = json!("10.96.0.10");
+        member["spec"]["ports"][0]["nodePort"] = json!(30001);
+        member["metadata"]["annotations"]["added"] = json!("by member");
+        assert!(covers(&member, &want));
+        // Someone changed the port in the member: not in step; the merge puts it back and
+        // keeps what the member owns.
+        member["spec"]["ports"][0]["port"] = json!(81);
+        assert!(!covers(&member, &want));
+        merge(&mut member, &want);
+        assert!(covers(&member, &want));
+        assert_eq!(member["spec"]["clusterIP"], "10.96.0.10");
+    }
+}

@@ -1,0 +1,144 @@
+//! Propagation against real servers: ConfigMaps created, changed and deleted in the
+//! federation reach the Ready members (and only those the cluster selector picks), are put
+//! back when edited or deleted in a member, leave a same-named object Fellowship did not
+//! create alone, and follow the §6 deletion contract (cascade with kubectl's default,
+//! orphaned copies with --cascade=orphan).
+
+mod support;
+
+use support::{Env, until};
+
+fn data(env: &Env, context: &str, name: &str) -> Option<String> {
+    let (ok, out) = env.kubectl(
+        context,
+        &["get", "configmap", name, "-o", "jsonpath={.data.a}"],
+    );
+    ok.then_some(out)
+}
+
+fn until_data(env: &Env, context: &str, name: &str, want: Option<&str>) {
+    until(
+        || data(env, context, name).as_deref() == want,
+        &format!("{context}/{name} = {want:?}"),
+    );
+}
+
+#[test]
+fn configmaps_follow_the_federation_and_the_selector() {
+    let env = Env::start();
+    env.credentials("gondor-credentials", "gondor");
+    env.credentials("rohan-credentials", "rohan");
+    let gondor = env.fleet.get("gondor").unwrap().server();
+    let rohan = env.fleet.get("rohan").unwrap().server();
+    env.cluster("gondor", &gondor, "gondor-credentials");
+    env.cluster("rohan", &rohan, "rohan-credentials");
+    let fed = |args: &[&str]| {
+        let (ok, out) = env.kubectl("federation", args);
+        assert!(ok, "{args:?}: {out}");
+        out
+    };
+    fed(&["label", "cluster", "gondor", "pci=true"]);
+    let _manager = support::manager(&env, &["--cluster-monitor-period=1s", "--port=0"]);
+    env.until_status(&[("gondor", "Ready"), ("rohan", "Ready")]);
+
+    // Created, changed: every Ready member follows; the copy is marked as Fellowship's.
+    fed(&["create", "configmap", "game", "--from-literal=a=1"]);
+    until_data(&env, "gondor", "game", Some("1"));
+    until_data(&env, "rohan", "game", Some("1"));
+    let (_, marker) = env.kubectl(
+        "gondor",
+        &[
+            "get",
+            "cm",
+            "game",
+            "-o",
+            "jsonpath={.metadata.annotations}",
+        ],
+    );
+    assert!(
+        marker.contains("federation.fellowship.io/managed"),
+        "{marker}"
+    );
+    let (_, finalizers) = env.kubectl(
+        "federation",
+        &["get", "cm", "game", "-o", "jsonpath={.metadata.finalizers}"],
+    );
+    assert!(
+        finalizers.contains("delete-from-underlying-clusters") && finalizers.contains("orphan"),
+        "{finalizers}"
+    );
+    fed(&[
+        "patch",
+        "configmap",
+        "game",
+        "--type=merge",
+        "-p",
+        r#"{"data":{"a":"2"}}"#,
+    ]);
+    until_data(&env, "gondor", "game", Some("2"));
+    until_data(&env, "rohan", "game", Some("2"));
+
+    // Edited or deleted in a member: put back.
+    env.kubectl(
+        "gondor",
+        &[
+            "patch",
+            "configmap",
+            "game",
+            "--type=merge",
+            "-p",
+            r#"{"data":{"a":"drift"}}"#,
+        ],
+    );
+    env.kubectl("rohan", &["delete", "configmap", "game"]);
+    until_data(&env, "gondor", "game", Some("2"));
+    until_data(&env, "rohan", "game", Some("2"));
+
+    // The selector picks clusters by label, and follows the labels.
+    env.apply("federation", &serde_json::json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "pci-only", "namespace": "default",
+            "annotations": {"federation.alpha.kubernetes.io/cluster-selector": r#"[{"key":"pci","operator":"In","values":["true"]}]"#}},
+        "data": {"a": "p"},
+    }));
+    until_data(&env, "gondor", "pci-only", Some("p"));
+    assert_eq!(data(&env, "rohan", "pci-only"), None);
+    fed(&["label", "cluster", "rohan", "pci=true"]);
+    until_data(&env, "rohan", "pci-only", Some("p"));
+    fed(&["label", "cluster", "gondor", "pci-"]);
+    until_data(&env, "gondor", "pci-only", None);
+
+    // An invalid selector propagates nothing and removes nothing.
+    env.apply("federation", &serde_json::json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "broken", "namespace": "default",
+            "annotations": {"federation.alpha.kubernetes.io/cluster-selector": "[{\"key\":\"pci\",\"operator\":\"Near\"}]"}},
+        "data": {"a": "b"},
+    }));
+    // A same-named object Fellowship did not make is left as it is.
+    env.kubectl(
+        "gondor",
+        &["create", "configmap", "theirs", "--from-literal=a=mine"],
+    );
+    fed(&[
+        "create",
+        "configmap",
+        "theirs",
+        "--from-literal=a=federated",
+    ]);
+    until_data(&env, "rohan", "theirs", Some("federated"));
+    assert_eq!(data(&env, "gondor", "theirs").as_deref(), Some("mine"));
+    assert_eq!(data(&env, "gondor", "broken"), None);
+    assert_eq!(data(&env, "rohan", "broken"), None);
+
+    // kubectl delete cascades; --cascade=orphan leaves the copies.
+    fed(&["delete", "configmap", "game"]);
+    until_data(&env, "gondor", "game", None);
+    until_data(&env, "rohan", "game", None);
+    fed(&["delete", "configmap", "pci-only", "--cascade=orphan"]);
+    until(
+        || !env.kubectl("federation", &["get", "cm", "pci-only"]).0,
+        "pci-only gone from the federation",
+    );
+    assert_eq!(data(&env, "rohan", "pci-only").as_deref(), Some("p"));
+}
