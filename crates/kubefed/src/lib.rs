@@ -1,9 +1,11 @@
 //! `kubefed`: the federation's command line. `join` registers a member cluster with the
 //! federation (its namespace, service account, RBAC, credentials in the host cluster, the
-//! Cluster object, the kube-dns `federations` entry: spec §3.1); `unjoin` undoes it (§3.2).
+//! Cluster object, the kube-dns `federations` entry: spec §3.1); `unjoin` undoes it (§3.2);
+//! `local up` runs a whole federation on this machine and `local down` stops it.
 
 pub mod contexts;
 pub mod join;
+pub mod local;
 pub mod unjoin;
 
 /// Annotation keys of spec §3 and §12.

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 use fellowship_kubefed::contexts::Contexts;
 use fellowship_kubefed::join::{JoinOptions, join};
+use fellowship_kubefed::local::{self, LocalOptions};
 use fellowship_kubefed::unjoin::{UnjoinOptions, unjoin};
 
 #[derive(Parser)]
@@ -49,6 +50,18 @@ enum Command {
         #[arg(long)]
         credentials_kubeconfig: Option<PathBuf>,
     },
+    /// A whole federation on this machine: `up` starts it, `down` stops it.
+    Local {
+        #[command(subcommand)]
+        action: Local,
+        /// Where its processes keep state and logs.
+        #[arg(long, global = true)]
+        dir: Option<PathBuf>,
+        /// The kubeconfig that gets its contexts ($KUBECONFIG's first file or
+        /// ~/.kube/config when unset).
+        #[arg(long, global = true)]
+        kubeconfig: Option<PathBuf>,
+    },
     /// Remove a cluster from the federation.
     Unjoin {
         cluster_name: String,
@@ -58,6 +71,15 @@ enum Command {
         #[arg(long, default_value = "")]
         cluster_context: String,
     },
+}
+
+#[derive(Subcommand)]
+enum Local {
+    /// Start three member clusters, the federation API server and the controller manager,
+    /// join the clusters, and write the kubeconfig contexts.
+    Up,
+    /// Stop them and remove the contexts.
+    Down,
 }
 
 #[tokio::main]
@@ -101,6 +123,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 credentials_kubeconfig,
             };
             join(&contexts, &options, &mut out).await
+        }
+        Command::Local {
+            action,
+            dir,
+            kubeconfig,
+        } => {
+            let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
+            let options = LocalOptions {
+                dir: dir.unwrap_or_else(|| home.join(".fellowship").join("local")),
+                kubeconfig: kubeconfig
+                    .unwrap_or_else(fellowship_localcluster::kubeconfig::default_path),
+            };
+            match action {
+                Local::Up => local::up(&options, &mut out).await,
+                Local::Down => local::down(&options, &mut out),
+            }
         }
         Command::Unjoin {
             cluster_name,

@@ -1,0 +1,102 @@
+//! `kubefed local up` starts a working federation (three joined member clusters that turn
+//! Ready, propagation) and `kubefed local down` stops every process and removes the
+//! contexts.
+
+use std::path::Path;
+use std::process::Command;
+
+use fellowship_testbed::{kubectl, until};
+
+fn kubefed(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_kubefed"))
+        .args(args)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+#[test]
+fn local_up_runs_a_federation_and_down_stops_it() {
+    // The processes kubefed starts are the workspace's other binaries, beside it.
+    let built = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--bins",
+            "-p",
+            "fellowship-apiserver",
+            "-p",
+            "fellowship-localcluster",
+            "-p",
+            "fellowship-controllers",
+        ])
+        .status()
+        .unwrap();
+    assert!(built.success());
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state").display().to_string();
+    let config = dir.path().join("kubeconfig");
+    let flags = [
+        format!("--dir={state}"),
+        format!("--kubeconfig={}", config.display()),
+    ];
+    let (ok, out) = kubefed(&["local", "up", &flags[0], &flags[1]]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("kubectl --context=federation get clusters"),
+        "{out}"
+    );
+    let (again, out) = kubefed(&["local", "up", &flags[0], &flags[1]]);
+    assert!(!again && out.contains("already running"), "{out}");
+
+    until(
+        || {
+            let (_, table) = kubectl(&config, "federation", &["get", "clusters"]);
+            table.lines().filter(|l| l.contains(" Ready ")).count() == 3
+        },
+        "three Ready clusters",
+    );
+    let (ok, out) = kubectl(
+        &config,
+        "federation",
+        &[
+            "create",
+            "configmap",
+            "hello",
+            "--from-literal=greeting=mae-govannen",
+        ],
+    );
+    assert!(ok, "{out}");
+    until(
+        || {
+            kubectl(
+                &config,
+                "rohan",
+                &[
+                    "get",
+                    "configmap",
+                    "hello",
+                    "-o",
+                    "jsonpath={.data.greeting}",
+                ],
+            )
+            .1 == "mae-govannen"
+        },
+        "the ConfigMap in rohan",
+    );
+
+    let pids = std::fs::read_to_string(Path::new(&state).join("pids")).unwrap();
+    let (ok, out) = kubefed(&["local", "down", &flags[0], &flags[1]]);
+    assert!(ok, "{out}");
+    for pid in pids.lines() {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "process {pid} still runs"
+        );
+    }
+    let left = std::fs::read_to_string(&config).unwrap();
+    for context in ["federation", "rivendell", "gondor", "rohan"] {
+        assert!(!left.contains(&format!("name: {context}")), "{left}");
+    }
+}
