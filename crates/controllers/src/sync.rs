@@ -29,6 +29,8 @@ use crate::selector::Selector;
 
 /// On every member copy: what Fellowship created and may change or delete.
 pub const MANAGED: &str = "federation.fellowship.io/managed";
+/// On every federated object: its state in each cluster, as JSON (`{"gondor": "Synced"}`).
+pub const PROPAGATION: &str = "federation.fellowship.io/propagation";
 pub const DELETE_FROM_CLUSTERS: &str = "federation.kubernetes.io/delete-from-underlying-clusters";
 pub const ORPHAN: &str = "orphan";
 
@@ -139,6 +141,7 @@ pub fn desired(object: &Value) -> Value {
     }
     let meta = &object["metadata"];
     let mut annotations = meta["annotations"].as_object().cloned().unwrap_or_default();
+    annotations.remove(PROPAGATION);
     annotations.insert(MANAGED.into(), json!("true"));
     let mut m = Map::new();
     m.insert("name".into(), meta["name"].clone());
@@ -229,7 +232,21 @@ pub struct SyncController {
     /// Objects whose finalizers are being seen to, one task each; `true` when the object
     /// changed while its task ran, so that it looks once more.
     finalizing: Mutex<BTreeMap<Key, bool>>,
+    /// The last state reported of each object in each cluster.
+    states: Mutex<HashMap<Key, BTreeMap<String, String>>>,
 }
+
+/// A reconcile to run again without reporting a failure: the cache has not caught up.
+#[derive(Debug)]
+struct LookAgain;
+
+impl std::fmt::Display for LookAgain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the member's cache has not caught up")
+    }
+}
+
+impl std::error::Error for LookAgain {}
 
 impl SyncController {
     pub fn new(federation: Client, host: Client, namespace: String) -> Arc<SyncController> {
@@ -241,6 +258,7 @@ impl SyncController {
             federated: Mutex::new(Vec::new()),
             members: Mutex::new(HashMap::new()),
             finalizing: Mutex::new(BTreeMap::new()),
+            states: Mutex::new(HashMap::new()),
         })
     }
 
@@ -426,25 +444,33 @@ impl SyncController {
             let Some(key) = pending.pop_first() else {
                 continue;
             };
-            if let Err(e) = self.reconcile(&m, &key).await {
-                tracing::debug!(%cluster, ?key, error = %e, "reconcile failed; retrying");
-                let tx = m.keys.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(RETRY).await;
-                    let _ = tx.send(key);
-                });
+            match self.reconcile(&m, &key).await {
+                Ok(Some(state)) => self.report(&cluster, &key, state),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::debug!(%cluster, ?key, error = %e, "reconcile failed; retrying");
+                    if !e.is::<LookAgain>() {
+                        self.report(&cluster, &key, format!("Failed: {e:#}"));
+                    }
+                    let tx = m.keys.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(RETRY).await;
+                        let _ = tx.send(key);
+                    });
+                }
             }
         }
     }
 
-    async fn reconcile(&self, m: &Member, key: &Key) -> anyhow::Result<()> {
+    /// Brings one object in one member in step; its state there, to report.
+    async fn reconcile(&self, m: &Member, key: &Key) -> anyhow::Result<Option<String>> {
         let (index, ns, name) = key;
         let (ar, namespaced) = &self.types[*index];
         let Some(object) = self.federated(key) else {
-            return Ok(());
+            return Ok(None);
         };
         if object.pointer("/metadata/deletionTimestamp").is_some() {
-            return Ok(());
+            return Ok(None);
         }
         let copy = m.stores[*index]
             .get(&object_ref(ar, ns, name))
@@ -454,34 +480,29 @@ impl SyncController {
         let selected = match Selector::of(annotations.as_ref()) {
             Ok(s) => s.is_none_or(|s| s.matches(&m.labels)),
             // Nowhere, and nothing removed (spec §5).
-            Err(e) => {
-                tracing::debug!(object = %name, error = %e, "invalid cluster selector");
-                return Ok(());
-            }
+            Err(e) => return Ok(Some(format!("InvalidSelector: {e}"))),
         };
         let member_api = api(&m.client, ar, *namespaced, ns);
-        match (selected, copy) {
+        let state = match (selected, copy) {
             (false, Some(c)) if is_managed(&c) => {
                 member_api
                     .delete(name, &DeleteParams::background())
                     .await
                     .map(|_| ())
                     .or_else(not_found)?;
+                "NotSelected"
             }
-            (false, _) => {}
+            (false, _) => "NotSelected",
             (true, None) => {
                 let want: DynamicObject = serde_json::from_value(desired(&object))?;
                 match member_api.create(&PostParams::default(), &want).await {
-                    Ok(_) => {}
-                    // There already, unseen yet by the cache: looked at again.
-                    Err(kube::Error::Api(e)) if e.code == 409 => {
-                        anyhow::bail!("{name} exists in the member; looking again")
-                    }
+                    Ok(_) => "Synced",
+                    Err(kube::Error::Api(e)) if e.code == 409 => return Err(LookAgain.into()),
                     Err(e) => return Err(e.into()),
                 }
             }
             (true, Some(c)) if !is_managed(&c) => {
-                tracing::debug!(object = %name, "a same-named object Fellowship did not create is in the member; left alone");
+                "Conflict: a same-named object the federation did not create is there; left alone"
             }
             (true, Some(c)) => {
                 let want = desired(&object);
@@ -493,8 +514,77 @@ impl SyncController {
                         .replace(name, &PostParams::default(), &next)
                         .await?;
                 }
+                "Synced"
             }
-        }
+        };
+        Ok(Some(state.to_string()))
+    }
+
+    /// Records an object's state in a cluster; a change is written on the federated object
+    /// (the [`PROPAGATION`] annotation, which `kubectl describe` and `get -o yaml` show)
+    /// with an event.
+    fn report(self: &Arc<Self>, cluster: &str, key: &Key, state: String) {
+        let all = {
+            let mut states = self.states.lock().expect("not poisoned");
+            let entry = states.entry(key.clone()).or_default();
+            if entry.get(cluster) == Some(&state) {
+                return;
+            }
+            entry.insert(cluster.to_string(), state.clone());
+            entry.clone()
+        };
+        let this = self.clone();
+        let (key, cluster) = (key.clone(), cluster.to_string());
+        tokio::spawn(async move {
+            if let Err(e) = this.publish(&key, &cluster, &state, &all).await {
+                tracing::debug!(?key, error = %e, "reporting propagation state");
+            }
+        });
+    }
+
+    async fn publish(
+        &self,
+        key: &Key,
+        cluster: &str,
+        state: &str,
+        all: &BTreeMap<String, String>,
+    ) -> anyhow::Result<()> {
+        let (index, ns, name) = key;
+        let (ar, namespaced) = &self.types[*index];
+        let patch =
+            json!({"metadata": {"annotations": {PROPAGATION: serde_json::to_string(all)?}}});
+        api(&self.federation, ar, *namespaced, ns)
+            .patch(
+                name,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&patch),
+            )
+            .await?;
+        let uid = self
+            .federated(key)
+            .map(|o| o["metadata"]["uid"].clone())
+            .unwrap_or(Value::Null);
+        let reason = state.split(':').next().unwrap_or(state);
+        let now = fellowship_apimachinery::meta::now();
+        let namespace = if ns.is_empty() {
+            "default"
+        } else {
+            ns.as_str()
+        };
+        let event: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"generateName": format!("{name}."), "namespace": namespace},
+            "involvedObject": {"apiVersion": ar.api_version, "kind": ar.kind, "name": name, "namespace": ns, "uid": uid},
+            "reason": reason,
+            "message": format!("cluster {cluster}: {state}"),
+            "type": if matches!(reason, "Synced" | "NotSelected") { "Normal" } else { "Warning" },
+            "source": {"component": "federation-controller-manager"},
+            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+        }))?;
+        let events = resource("", "v1", "Event", "events");
+        Api::<DynamicObject>::namespaced_with(self.federation.clone(), namespace, &events)
+            .create(&PostParams::default(), &event)
+            .await?;
         Ok(())
     }
 

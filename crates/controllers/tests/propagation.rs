@@ -59,13 +59,15 @@ fn configmaps_follow_the_federation_and_the_selector() {
         marker.contains("federation.fellowship.io/managed"),
         "{marker}"
     );
-    let (_, finalizers) = env.kubectl(
-        "federation",
-        &["get", "cm", "game", "-o", "jsonpath={.metadata.finalizers}"],
-    );
-    assert!(
-        finalizers.contains("delete-from-underlying-clusters") && finalizers.contains("orphan"),
-        "{finalizers}"
+    until(
+        || {
+            let (_, f) = env.kubectl(
+                "federation",
+                &["get", "cm", "game", "-o", "jsonpath={.metadata.finalizers}"],
+            );
+            f.contains("delete-from-underlying-clusters") && f.contains("orphan")
+        },
+        "the federation's finalizers on game",
     );
     fed(&[
         "patch",
@@ -128,6 +130,42 @@ fn configmaps_follow_the_federation_and_the_selector() {
     ]);
     until_data(&env, "rohan", "theirs", Some("federated"));
     assert_eq!(data(&env, "gondor", "theirs").as_deref(), Some("mine"));
+    // Each object says where it is, and why not: in its annotation and in events.
+    until(
+        || {
+            let (_, state) = env.kubectl(
+                "federation",
+                &[
+                    "get",
+                    "cm",
+                    "theirs",
+                    "-o",
+                    r"jsonpath={.metadata.annotations.federation\.fellowship\.io/propagation}",
+                ],
+            );
+            state.contains(r#""gondor":"Conflict"#) && state.contains(r#""rohan":"Synced""#)
+        },
+        "the propagation state of theirs",
+    );
+    let (_, described) = env.kubectl("federation", &["describe", "cm", "theirs"]);
+    assert!(
+        described.contains("Conflict") && described.contains("cluster gondor"),
+        "{described}"
+    );
+    let (_, copy) = env.kubectl(
+        "rohan",
+        &[
+            "get",
+            "cm",
+            "theirs",
+            "-o",
+            "jsonpath={.metadata.annotations}",
+        ],
+    );
+    assert!(
+        !copy.contains("propagation"),
+        "the state stays in the federation: {copy}"
+    );
     assert_eq!(data(&env, "gondor", "broken"), None);
     assert_eq!(data(&env, "rohan", "broken"), None);
 
