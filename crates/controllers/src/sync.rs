@@ -31,6 +31,9 @@ use crate::selector::Selector;
 pub const MANAGED: &str = "federation.fellowship.io/managed";
 /// On every federated object: its state in each cluster, as JSON (`{"gondor": "Synced"}`).
 pub const PROPAGATION: &str = "federation.fellowship.io/propagation";
+/// Set to `"true"` on a federated object to take over same-named objects in the members
+/// that Fellowship did not create (they are left alone otherwise).
+pub const ADOPT: &str = "federation.fellowship.io/adopt";
 pub const DELETE_FROM_CLUSTERS: &str = "federation.kubernetes.io/delete-from-underlying-clusters";
 pub const ORPHAN: &str = "orphan";
 
@@ -142,6 +145,7 @@ pub fn desired(object: &Value) -> Value {
     let meta = &object["metadata"];
     let mut annotations = meta["annotations"].as_object().cloned().unwrap_or_default();
     annotations.remove(PROPAGATION);
+    annotations.remove(ADOPT);
     annotations.insert(MANAGED.into(), json!("true"));
     let mut m = Map::new();
     m.insert("name".into(), meta["name"].clone());
@@ -501,7 +505,14 @@ impl SyncController {
                     Err(e) => return Err(e.into()),
                 }
             }
-            (true, Some(c)) if !is_managed(&c) => {
+            (true, Some(c))
+                if !is_managed(&c)
+                    && annotations
+                        .as_ref()
+                        .and_then(|a| a.get(ADOPT))
+                        .map(String::as_str)
+                        != Some("true") =>
+            {
                 "Conflict: a same-named object the federation did not create is there; left alone"
             }
             (true, Some(c)) => {
@@ -618,10 +629,20 @@ impl SyncController {
         };
         let have = finalizers(&object);
         let fed_api = api(&self.federation, ar, *namespaced, ns);
+        // A merge patch: the propagation-state annotation may change meanwhile.
         let write = |list: Vec<String>| {
-            let mut next = object.clone();
-            next["metadata"]["finalizers"] = json!(list);
-            next
+            let patch = json!({"metadata": {"finalizers": list}});
+            let fed_api = fed_api.clone();
+            async move {
+                fed_api
+                    .patch(
+                        name,
+                        &kube::api::PatchParams::default(),
+                        &kube::api::Patch::Merge(&patch),
+                    )
+                    .await
+                    .map(|_| ())
+            }
         };
         if object.pointer("/metadata/deletionTimestamp").is_none() {
             if have.iter().any(|f| f == DELETE_FROM_CLUSTERS) && have.iter().any(|f| f == ORPHAN) {
@@ -630,8 +651,7 @@ impl SyncController {
             let mut list: BTreeSet<String> = have.into_iter().collect();
             list.insert(DELETE_FROM_CLUSTERS.into());
             list.insert(ORPHAN.into());
-            let next: DynamicObject = serde_json::from_value(write(list.into_iter().collect()))?;
-            fed_api.replace(name, &PostParams::default(), &next).await?;
+            write(list.into_iter().collect()).await?;
             return Ok(true);
         }
         if !have.iter().any(|f| f == DELETE_FROM_CLUSTERS) {
@@ -657,6 +677,8 @@ impl SyncController {
             }
             let mut waiting = false;
             for m in &members {
+                // A member just (re)started knows its copies only once its cache is filled.
+                let _ = m.stores[*index].wait_until_ready().await;
                 let copy = m.stores[*index].get(&object_ref(ar, ns, name));
                 if let Some(c) = copy
                     && serde_json::to_value(&*c).is_ok_and(|c| is_managed(&c))
@@ -677,8 +699,7 @@ impl SyncController {
             .into_iter()
             .filter(|f| f != DELETE_FROM_CLUSTERS && f != ORPHAN)
             .collect();
-        let next: DynamicObject = serde_json::from_value(write(kept))?;
-        fed_api.replace(name, &PostParams::default(), &next).await?;
+        write(kept).await?;
         Ok(true)
     }
 }

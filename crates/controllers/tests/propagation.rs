@@ -8,6 +8,15 @@ mod support;
 
 use support::{Env, until};
 
+/// gondor and rohan registered with their credentials.
+fn join(env: &Env) {
+    for member in ["gondor", "rohan"] {
+        let secret = format!("{member}-credentials");
+        env.credentials(&secret, member);
+        env.cluster(member, &env.fleet.get(member).unwrap().server(), &secret);
+    }
+}
+
 fn data(env: &Env, context: &str, name: &str) -> Option<String> {
     let (ok, out) = env.kubectl(
         context,
@@ -26,12 +35,7 @@ fn until_data(env: &Env, context: &str, name: &str, want: Option<&str>) {
 #[test]
 fn configmaps_follow_the_federation_and_the_selector() {
     let env = Env::start();
-    env.credentials("gondor-credentials", "gondor");
-    env.credentials("rohan-credentials", "rohan");
-    let gondor = env.fleet.get("gondor").unwrap().server();
-    let rohan = env.fleet.get("rohan").unwrap().server();
-    env.cluster("gondor", &gondor, "gondor-credentials");
-    env.cluster("rohan", &rohan, "rohan-credentials");
+    join(&env);
     let fed = |args: &[&str]| {
         let (ok, out) = env.kubectl("federation", args);
         assert!(ok, "{args:?}: {out}");
@@ -166,6 +170,14 @@ fn configmaps_follow_the_federation_and_the_selector() {
         !copy.contains("propagation"),
         "the state stays in the federation: {copy}"
     );
+    // Asked to adopt, the federation takes it over.
+    fed(&[
+        "annotate",
+        "configmap",
+        "theirs",
+        "federation.fellowship.io/adopt=true",
+    ]);
+    until_data(&env, "gondor", "theirs", Some("federated"));
     assert_eq!(data(&env, "gondor", "broken"), None);
     assert_eq!(data(&env, "rohan", "broken"), None);
 
