@@ -85,8 +85,9 @@ pub async fn client(cluster: &Value, secret: Option<&Secret>) -> anyhow::Result<
         .await
         .context("the member's client configuration")?;
     config.cluster_url = server.parse().context("the server address")?;
+    // Only connecting is bounded here: a read limit would also cut the long-lived watches
+    // the sync controller keeps open (requests that must be quick are bounded by callers).
     config.connect_timeout = Some(MEMBER_TIMEOUT);
-    config.read_timeout = Some(MEMBER_TIMEOUT);
     Ok(Client::try_from(config)?)
 }
 

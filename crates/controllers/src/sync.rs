@@ -390,6 +390,11 @@ impl SyncController {
             stores.push(store);
             tasks.push(task);
         }
+        // Filled before anyone reads them: a member just (re)started knows its copies only
+        // then (and a store's readiness wakes a single waiter, so it is awaited here alone).
+        for store in &stores {
+            let _ = store.wait_until_ready().await;
+        }
         let member = Arc::new(Member {
             labels,
             client,
@@ -442,9 +447,6 @@ impl SyncController {
                 pending.insert(k);
             }
             let Some(m) = member.upgrade() else { return };
-            for s in &m.stores {
-                let _ = s.wait_until_ready().await;
-            }
             let Some(key) = pending.pop_first() else {
                 continue;
             };
@@ -677,8 +679,6 @@ impl SyncController {
             }
             let mut waiting = false;
             for m in &members {
-                // A member just (re)started knows its copies only once its cache is filled.
-                let _ = m.stores[*index].wait_until_ready().await;
                 let copy = m.stores[*index].get(&object_ref(ar, ns, name));
                 if let Some(c) = copy
                     && serde_json::to_value(&*c).is_ok_and(|c| is_managed(&c))
