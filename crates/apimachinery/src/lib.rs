@@ -3,6 +3,7 @@
 //! descriptions.
 
 pub mod duration;
+pub mod logging;
 pub mod managed;
 pub mod meta;
 pub mod patch;

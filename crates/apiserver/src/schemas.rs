@@ -20,7 +20,7 @@ pub struct Schemas {
     /// Every definition, named as kube-apiserver names them (`io.k8s.api.core.v1.Pod`).
     definitions: Map<String, Value>,
     /// The definition of each served (group, version, kind).
-    roots: BTreeMap<(String, String, String), String>,
+    roots: BTreeMap<(&'static str, &'static str, &'static str), String>,
 }
 
 /// How a write treats fields its kind does not have (`fieldValidation`).
@@ -340,14 +340,7 @@ impl Schemas {
             gvks.entry(name.clone())
                 .or_default()
                 .push(json!({"group": k.group, "version": k.version, "kind": k.kind}));
-            roots.insert(
-                (
-                    k.group.to_string(),
-                    k.version.to_string(),
-                    k.kind.to_string(),
-                ),
-                name,
-            );
+            roots.insert((k.group, k.version, k.kind), name);
         }
         let mut definitions = generator.take_definitions(true);
         mark_merge_keys(&mut definitions);
@@ -362,11 +355,7 @@ impl Schemas {
     /// The definition name of a served kind.
     pub fn root(&self, k: &ResourceKind) -> Option<&str> {
         self.roots
-            .get(&(
-                k.group.to_string(),
-                k.version.to_string(),
-                k.kind.to_string(),
-            ))
+            .get(&(k.group, k.version, k.kind))
             .map(String::as_str)
     }
 
@@ -392,9 +381,8 @@ impl Schemas {
     /// everything.
     pub fn prune_unknown(&self, k: &ResourceKind, object: &mut Value) -> Vec<String> {
         let mut unknown = Vec::new();
-        if let Some(root) = self.root(k) {
-            let schema = reference(root);
-            self.prune(&schema, object, "", &mut unknown);
+        if let Some(schema) = self.root(k).and_then(|r| self.definitions.get(r)) {
+            self.prune(schema, object, "", &mut unknown);
         }
         unknown
     }

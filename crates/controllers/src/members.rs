@@ -41,6 +41,18 @@ fn data(secret: &Secret) -> BTreeMap<&str, &[u8]> {
         .collect()
 }
 
+/// A kubeconfig of one context from a cluster entry and a user entry.
+fn kubeconfig(cluster: Value, user: Value) -> anyhow::Result<Kubeconfig> {
+    let document = json!({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "member", "cluster": cluster}],
+        "users": [{"name": "member", "user": user}],
+        "contexts": [{"name": "member", "context": {"cluster": "member", "user": "member"}}],
+        "current-context": "member",
+    });
+    Ok(Kubeconfig::from_yaml(&serde_json::to_string(&document)?)?)
+}
+
 /// A client for the member a Cluster describes, with the credentials of `secret`.
 pub async fn client(cluster: &Value, secret: Option<&Secret>) -> anyhow::Result<Client> {
     let server = server_address(cluster).context("the cluster has no server address")?;
@@ -48,14 +60,11 @@ pub async fn client(cluster: &Value, secret: Option<&Secret>) -> anyhow::Result<
     let kubeconfig = match (data.get("token"), data.get("ca.crt")) {
         (Some(token), Some(ca)) => {
             let token = std::str::from_utf8(token).context("the token is not text")?;
-            let document = json!({
-                "apiVersion": "v1", "kind": "Config",
-                "clusters": [{"name": "member", "cluster": {"server": server, "certificate-authority-data": base64::engine::general_purpose::STANDARD.encode(ca)}}],
-                "users": [{"name": "member", "user": {"token": token.trim()}}],
-                "contexts": [{"name": "member", "context": {"cluster": "member", "user": "member"}}],
-                "current-context": "member",
-            });
-            Kubeconfig::from_yaml(&serde_json::to_string(&document)?)?
+            let ca = base64::engine::general_purpose::STANDARD.encode(ca);
+            kubeconfig(
+                json!({"server": server, "certificate-authority-data": ca}),
+                json!({"token": token.trim()}),
+            )?
         }
         (Some(_), None) | (None, Some(_)) => {
             bail!("the credentials Secret has only one of token and ca.crt")
@@ -69,16 +78,10 @@ pub async fn client(cluster: &Value, secret: Option<&Secret>) -> anyhow::Result<
                 bail!("the credentials Secret has neither token and ca.crt nor kubeconfig")
             }
             // No secretRef: anonymous access, as the original allowed.
-            None => {
-                let document = json!({
-                    "apiVersion": "v1", "kind": "Config",
-                    "clusters": [{"name": "member", "cluster": {"server": server, "insecure-skip-tls-verify": true}}],
-                    "users": [{"name": "member", "user": {}}],
-                    "contexts": [{"name": "member", "context": {"cluster": "member", "user": "member"}}],
-                    "current-context": "member",
-                });
-                Kubeconfig::from_yaml(&serde_json::to_string(&document)?)?
-            }
+            None => kubeconfig(
+                json!({"server": server, "insecure-skip-tls-verify": true}),
+                json!({}),
+            )?,
         },
     };
     let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())

@@ -280,24 +280,22 @@ impl SyncController {
 
     /// Runs until the task is dropped.
     pub async fn run(self: Arc<Self>) {
+        // These reflectors run as long as the process: their tasks are not kept.
         let (fed_tx, mut fed_rx) = mpsc::unbounded_channel::<Key>();
-        let mut tasks = Vec::new();
         for (i, (ar, _)) in self.types.iter().enumerate() {
-            let (store, task) = follow(&self.federation, ar, i, fed_tx.clone());
+            let (store, _) = follow(&self.federation, ar, i, fed_tx.clone());
             self.federated.lock().expect("not poisoned").push(store);
-            tasks.push(task);
         }
         for i in 0..self.types.len() {
             let _ = self.federated_store(i).wait_until_ready().await;
         }
         let (cluster_tx, mut cluster_rx) = mpsc::unbounded_channel::<Key>();
-        let (clusters, cluster_task) = follow(
+        let (clusters, _) = follow(
             &self.federation,
             &cluster_resource(),
             usize::MAX,
             cluster_tx,
         );
-        tasks.push(cluster_task);
         let _ = clusters.wait_until_ready().await;
         self.clusters_changed(&clusters).await;
         let mut tick = tokio::time::interval(Duration::from_secs(5));

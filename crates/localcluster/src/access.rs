@@ -103,16 +103,14 @@ pub const CACHED: &[&str] = &[
     "horizontalpodautoscalers",
 ];
 
-fn controller(object: &Value) -> Option<(String, String)> {
+/// The kind and name of an object's controller (its owner reference with `controller: true`).
+pub fn controller(object: &Value) -> Option<(&str, &str)> {
     let r = object
         .pointer("/metadata/ownerReferences")?
         .as_array()?
         .iter()
         .find(|r| r["controller"] == true)?;
-    Some((
-        r["kind"].as_str()?.to_string(),
-        r["name"].as_str()?.to_string(),
-    ))
+    Some((r["kind"].as_str()?, r["name"].as_str()?))
 }
 
 impl Cache {
@@ -136,7 +134,12 @@ impl Cache {
             }
         }
         if let Some((kind, owner)) = objects.get(&key).and_then(|o| controller(o)) {
-            let index = (storage.to_string(), namespace.to_string(), kind, owner);
+            let index = (
+                storage.to_string(),
+                namespace.to_string(),
+                kind.to_string(),
+                owner.to_string(),
+            );
             if let Some(set) = self.controlled.get_mut(&index) {
                 set.remove(name);
                 if set.is_empty() {
@@ -153,7 +156,12 @@ impl Cache {
                 }
                 if let Some((kind, owner)) = controller(&o) {
                     self.controlled
-                        .entry((storage.to_string(), namespace.to_string(), kind, owner))
+                        .entry((
+                            storage.to_string(),
+                            namespace.to_string(),
+                            kind.to_string(),
+                            owner.to_string(),
+                        ))
                         .or_default()
                         .insert(name.to_string());
                 }

@@ -15,13 +15,7 @@ async fn main() {
         2 | 3 => "debug",
         _ => "trace",
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    fellowship_apimachinery::logging::init(level);
     if let Err(e) = run(options).await {
         eprintln!("federation-apiserver: {e:#}");
         std::process::exit(1);

@@ -16,13 +16,7 @@ use fellowship_controllers::sync::SyncController;
 async fn main() {
     let options = Options::parse();
     let level = if options.v >= 4 { "debug" } else { "info" };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    fellowship_apimachinery::logging::init(level);
     if let Err(e) = run(options).await {
         eprintln!("federation-controller-manager: {e:#}");
         std::process::exit(1);

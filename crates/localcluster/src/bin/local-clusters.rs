@@ -58,13 +58,7 @@ struct Args {
 async fn main() {
     let args = Args::parse();
     let level = if args.v >= 3 { "debug" } else { "warn" };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    fellowship_apimachinery::logging::init(level);
     if let Err(e) = run(args).await {
         eprintln!("local-clusters: {e:#}");
         std::process::exit(1);

@@ -7,7 +7,6 @@ use base64::Engine as _;
 use fellowship_apimachinery::{ApiError, meta};
 use fellowship_apiserver::auth::User;
 use fellowship_storage::EventKind;
-use rand::Rng as _;
 use serde_json::{Value, json};
 
 use super::{CONTROLLER_MANAGER, Controllers};
@@ -171,11 +170,7 @@ pub async fn service_account(c: &Controllers, namespace: &str, name: &str) -> Re
 }
 
 fn token_data(c: &Controllers, namespace: &str) -> Value {
-    let token: String = rand::rng()
-        .sample_iter(rand::distr::Alphanumeric)
-        .take(48)
-        .map(char::from)
-        .collect();
+    let token = crate::cluster::random_token();
     json!({
         "token": b64(&token),
         "ca.crt": b64(&c.ca_pem),

@@ -150,12 +150,7 @@ pub async fn reconcile(c: &Controllers, namespace: &str, name: &str) -> Result<(
         "unavailableReplicas": (want - available).max(0),
         "conditions": conditions,
     });
-    let mut status = super::replicasets::prune_zeros(status);
-    if let Some(m) = status.as_object_mut()
-        && m.get("conditions").is_none()
-    {
-        m.insert("conditions".into(), json!([]));
-    }
+    let status = super::replicasets::prune_zeros(status);
     write_status(c, &k.deployments, &d, status).await
 }
 

@@ -330,12 +330,9 @@ impl Controllers {
 
 /// The name of `object`'s controller, if it is of `kind`.
 fn controller_of<'a>(object: &'a Value, kind: &str) -> Option<&'a str> {
-    object
-        .pointer("/metadata/ownerReferences")?
-        .as_array()?
-        .iter()
-        .find(|r| r["controller"] == true && r["kind"] == kind)
-        .and_then(|r| r["name"].as_str())
+    crate::access::controller(object)
+        .filter(|(k, _)| *k == kind)
+        .map(|(_, name)| name)
 }
 
 /// Whether `object` is controlled by `owner` (same uid).
