@@ -1,6 +1,7 @@
 //! The controller manager's flags (spec §9.2, those built so far), and where it finds the
 //! federation API and the host cluster that keeps the members' credentials.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -58,9 +59,47 @@ pub struct Options {
     /// lives there.
     #[arg(long, default_value = "federation-only")]
     pub federation_only_namespace: String,
+    /// Controllers to turn on or off, `key=true|false,...`, keys as spec §4.2 names them
+    /// (`configmaps`, `deployments`, ...): each is on unless the federation API lacks its
+    /// resource; one asked for by `true` whose resource is missing stops the start.
+    #[arg(long, default_value = "", value_parser = parse_controllers)]
+    pub controllers: Controllers,
     /// Log verbosity (0 info ... 4+ debug).
     #[arg(long, short = 'v', default_value_t = 0)]
     pub v: u8,
+}
+
+/// `--controllers`: the keys named, each on or off.
+pub type Controllers = BTreeMap<String, bool>;
+
+/// The keys of spec §4.2: a propagated type's plural, or the DNS controller.
+pub const SERVICE_DNS: &str = "service-dns";
+
+fn parse_controllers(text: &str) -> Result<Controllers, String> {
+    let known: Vec<String> = crate::sync::types()
+        .into_iter()
+        .map(|(ar, _)| ar.plural)
+        .chain([SERVICE_DNS.to_string()])
+        .collect();
+    let mut out = Controllers::new();
+    for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let (key, value) = item
+            .split_once('=')
+            .ok_or_else(|| format!("{item:?}: expected key=true or key=false"))?;
+        let on = match value {
+            "true" => true,
+            "false" => false,
+            other => return Err(format!("{key}: {other:?} is neither true nor false")),
+        };
+        if !known.iter().any(|k| k == key) {
+            return Err(format!(
+                "{key:?} is not a controller; known: {}",
+                known.join(", ")
+            ));
+        }
+        out.insert(key.to_string(), on);
+    }
+    Ok(out)
 }
 
 async fn client(

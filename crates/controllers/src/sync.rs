@@ -11,20 +11,24 @@
 //! waiting for those not Ready), an orphaning one leaves them.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
 use kube::api::{ApiResource, DeleteParams, DynamicObject, PostParams};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use serde_json::{Map, Value, json};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 
 use crate::cluster::cluster_resource;
 use crate::members;
+use crate::metrics::Metrics;
 use crate::selector::Selector;
 
 /// On every member copy: what Fellowship created and may change or delete.
@@ -39,6 +43,12 @@ pub const ORPHAN: &str = "orphan";
 
 /// How long a failed or unfinished reconcile waits before it runs again.
 const RETRY: Duration = Duration::from_secs(1);
+/// Reconciles running at once per member: enough to keep a member's API busy while each
+/// waits for its round trip.
+const CONCURRENCY: usize = 16;
+/// How long state changes gather before they are written, so that an object reaching ten
+/// clusters gets one annotation write and one event, not ten.
+const PUBLISH_BATCH: Duration = Duration::from_millis(100);
 
 fn resource(group: &str, version: &str, kind: &str, plural: &str) -> ApiResource {
     ApiResource {
@@ -80,6 +90,52 @@ pub fn types() -> Vec<(ApiResource, bool)> {
             true,
         ),
     ]
+}
+
+/// The types to propagate: those `--controllers` leaves on whose resource the federation
+/// API serves (spec §4.2: a missing resource skips its controller with a warning, unless
+/// the controller was asked for by name).
+pub async fn enabled_types(
+    federation: &Client,
+    controllers: &crate::options::Controllers,
+) -> anyhow::Result<Vec<(ApiResource, bool)>> {
+    let mut served: HashMap<String, BTreeSet<String>> = HashMap::new();
+    let mut out = Vec::new();
+    for (ar, namespaced) in types() {
+        let asked = controllers.get(&ar.plural).copied();
+        if asked == Some(false) {
+            tracing::info!(controller = %ar.plural, "turned off by --controllers");
+            continue;
+        }
+        if !served.contains_key(&ar.api_version) {
+            let resources = if ar.group.is_empty() {
+                federation.list_core_api_resources(&ar.version).await
+            } else {
+                federation.list_api_group_resources(&ar.api_version).await
+            };
+            let names = match resources {
+                Ok(list) => list.resources.into_iter().map(|r| r.name).collect(),
+                Err(kube::Error::Api(e)) if e.code == 404 => BTreeSet::new(),
+                Err(e) => {
+                    anyhow::bail!("discovering {} in the federation API: {e}", ar.api_version)
+                }
+            };
+            served.insert(ar.api_version.clone(), names);
+        }
+        if served[&ar.api_version].contains(&ar.plural) {
+            out.push((ar, namespaced));
+        } else if asked == Some(true) {
+            anyhow::bail!(
+                "--controllers asks for {} but the federation API does not serve {}/{}",
+                ar.plural,
+                ar.api_version,
+                ar.plural
+            );
+        } else {
+            tracing::warn!(controller = %ar.plural, api = %ar.api_version, "the federation API does not serve this resource; its controller is off");
+        }
+    }
+    Ok(out)
 }
 
 /// One object of one type: (type index, namespace, name).
@@ -215,15 +271,7 @@ struct Member {
     stores: Vec<Store<DynamicObject>>,
     keys: mpsc::UnboundedSender<Key>,
     /// Its reflectors and worker, which stop with it.
-    tasks: Mutex<Vec<JoinHandle<()>>>,
-}
-
-impl Drop for Member {
-    fn drop(&mut self) {
-        for t in self.tasks.lock().expect("not poisoned").iter() {
-            t.abort();
-        }
-    }
+    tasks: Mutex<Vec<AbortOnDrop>>,
 }
 
 pub struct SyncController {
@@ -231,13 +279,18 @@ pub struct SyncController {
     pub host: Client,
     pub namespace: String,
     types: Vec<(ApiResource, bool)>,
+    metrics: Arc<Metrics>,
     federated: Mutex<Vec<Store<DynamicObject>>>,
     members: Mutex<HashMap<String, Arc<Member>>>,
     /// Objects whose finalizers are being seen to, one task each; `true` when the object
     /// changed while its task ran, so that it looks once more.
     finalizing: Mutex<BTreeMap<Key, bool>>,
-    /// The last state reported of each object in each cluster.
+    /// The last state known of each object in each cluster (seeded from the object's
+    /// annotation, so a restart rewrites nothing that did not change).
     states: Mutex<HashMap<Key, BTreeMap<String, String>>>,
+    /// State changes not yet written, by object; the publisher batches them.
+    unpublished: Mutex<BTreeMap<Key, Vec<(String, String)>>>,
+    publish: Notify,
 }
 
 /// A reconcile to run again without reporting a failure: the cache has not caught up.
@@ -253,16 +306,26 @@ impl std::fmt::Display for LookAgain {
 impl std::error::Error for LookAgain {}
 
 impl SyncController {
-    pub fn new(federation: Client, host: Client, namespace: String) -> Arc<SyncController> {
+    /// A controller for `types` (a selection of [`types()`]).
+    pub fn new(
+        federation: Client,
+        host: Client,
+        namespace: String,
+        types: Vec<(ApiResource, bool)>,
+        metrics: Arc<Metrics>,
+    ) -> Arc<SyncController> {
         Arc::new(SyncController {
             federation,
             host,
             namespace,
-            types: types(),
+            types,
+            metrics,
             federated: Mutex::new(Vec::new()),
             members: Mutex::new(HashMap::new()),
             finalizing: Mutex::new(BTreeMap::new()),
             states: Mutex::new(HashMap::new()),
+            unpublished: Mutex::new(BTreeMap::new()),
+            publish: Notify::new(),
         })
     }
 
@@ -280,6 +343,8 @@ impl SyncController {
 
     /// Runs until the task is dropped.
     pub async fn run(self: Arc<Self>) {
+        let publisher = tokio::spawn(self.clone().publisher());
+        let _stop_publisher = AbortOnDrop(publisher);
         // These reflectors run as long as the process: their tasks are not kept.
         let (fed_tx, mut fed_rx) = mpsc::unbounded_channel::<Key>();
         for (i, (ar, _)) in self.types.iter().enumerate() {
@@ -386,7 +451,7 @@ impl SyncController {
         for (i, (ar, _)) in self.types.iter().enumerate() {
             let (store, task) = follow(&client, ar, i, tx.clone());
             stores.push(store);
-            tasks.push(task);
+            tasks.push(AbortOnDrop(task));
         }
         // Filled before anyone reads them: a member just (re)started knows its copies only
         // then (and a store's readiness wakes a single waiter, so it is awaited here alone).
@@ -404,7 +469,11 @@ impl SyncController {
         let weak = Arc::downgrade(&member);
         let cluster_name = name.to_string();
         let worker = tokio::spawn(async move { this.work(cluster_name, weak, rx).await });
-        member.tasks.lock().expect("not poisoned").push(worker);
+        member
+            .tasks
+            .lock()
+            .expect("not poisoned")
+            .push(AbortOnDrop(worker));
         // Everything federated is looked at for the new member.
         for i in 0..self.types.len() {
             for o in self.federated_store(i).state() {
@@ -423,44 +492,68 @@ impl SyncController {
         Ok(())
     }
 
-    /// One member's worker: reconciles the keys sent to it, one at a time, retrying those
-    /// that fail.
+    /// One member's worker: reconciles the keys sent to it, [`CONCURRENCY`] at a time and
+    /// never one key twice at once, retrying those that fail.
     async fn work(
         self: Arc<Self>,
         cluster: String,
         member: std::sync::Weak<Member>,
         mut keys: mpsc::UnboundedReceiver<Key>,
     ) {
+        type Outcome = (Key, anyhow::Result<Option<String>>);
         let mut pending: BTreeSet<Key> = BTreeSet::new();
+        let mut running: BTreeSet<Key> = BTreeSet::new();
+        let mut inflight: FuturesUnordered<BoxFuture<'static, Outcome>> = FuturesUnordered::new();
+        let retrying = Arc::new(AtomicUsize::new(0));
         loop {
-            if pending.is_empty() {
-                match keys.recv().await {
+            while inflight.len() < CONCURRENCY {
+                let Some(key) = pending.iter().find(|k| !running.contains(*k)).cloned() else {
+                    break;
+                };
+                let Some(m) = member.upgrade() else { return };
+                pending.remove(&key);
+                running.insert(key.clone());
+                let this = self.clone();
+                inflight.push(Box::pin(async move {
+                    let result = this.reconcile(&m, &key).await;
+                    (key, result)
+                }));
+            }
+            self.metrics.sync_pending(
+                &cluster,
+                pending.len() + inflight.len() + retrying.load(Ordering::Relaxed),
+            );
+            tokio::select! {
+                k = keys.recv() => match k {
                     Some(k) => {
                         pending.insert(k);
+                        while let Ok(k) = keys.try_recv() {
+                            pending.insert(k);
+                        }
                     }
                     None => return,
-                }
-            }
-            while let Ok(k) = keys.try_recv() {
-                pending.insert(k);
-            }
-            let Some(m) = member.upgrade() else { return };
-            let Some(key) = pending.pop_first() else {
-                continue;
-            };
-            match self.reconcile(&m, &key).await {
-                Ok(Some(state)) => self.report(&cluster, &key, state),
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::debug!(%cluster, ?key, error = %e, "reconcile failed; retrying");
-                    if !e.is::<LookAgain>() {
-                        self.report(&cluster, &key, format!("Failed: {e:#}"));
+                },
+                Some((key, result)) = inflight.next(), if !inflight.is_empty() => {
+                    running.remove(&key);
+                    self.metrics.sync_reconciled(&cluster);
+                    match result {
+                        Ok(Some(state)) => self.report(&cluster, &key, state),
+                        Ok(None) => {}
+                        Err(e) => {
+                            tracing::debug!(%cluster, ?key, error = %e, "reconcile failed; retrying");
+                            if !e.is::<LookAgain>() {
+                                self.report(&cluster, &key, format!("Failed: {e:#}"));
+                            }
+                            let Some(m) = member.upgrade() else { return };
+                            let (tx, retrying) = (m.keys.clone(), retrying.clone());
+                            retrying.fetch_add(1, Ordering::Relaxed);
+                            tokio::spawn(async move {
+                                tokio::time::sleep(RETRY).await;
+                                retrying.fetch_sub(1, Ordering::Relaxed);
+                                let _ = tx.send(key);
+                            });
+                        }
                     }
-                    let tx = m.keys.clone();
-                    tokio::spawn(async move {
-                        tokio::time::sleep(RETRY).await;
-                        let _ = tx.send(key);
-                    });
                 }
             }
         }
@@ -531,71 +624,120 @@ impl SyncController {
         Ok(Some(state.to_string()))
     }
 
-    /// Records an object's state in a cluster; a change is written on the federated object
+    /// Records an object's state in a cluster; changes are written on the federated object
     /// (the [`PROPAGATION`] annotation, which `kubectl describe` and `get -o yaml` show)
-    /// with an event.
-    fn report(self: &Arc<Self>, cluster: &str, key: &Key, state: String) {
-        let all = {
+    /// with events, by the publisher.
+    fn report(&self, cluster: &str, key: &Key, state: String) {
+        {
             let mut states = self.states.lock().expect("not poisoned");
-            let entry = states.entry(key.clone()).or_default();
+            let entry = states.entry(key.clone()).or_insert_with(|| {
+                self.federated(key)
+                    .and_then(|o| {
+                        let text = o["metadata"]["annotations"][PROPAGATION]
+                            .as_str()?
+                            .to_string();
+                        serde_json::from_str(&text).ok()
+                    })
+                    .unwrap_or_default()
+            });
             if entry.get(cluster) == Some(&state) {
                 return;
             }
             entry.insert(cluster.to_string(), state.clone());
-            entry.clone()
-        };
-        let this = self.clone();
-        let (key, cluster) = (key.clone(), cluster.to_string());
-        tokio::spawn(async move {
-            if let Err(e) = this.publish(&key, &cluster, &state, &all).await {
-                tracing::debug!(?key, error = %e, "reporting propagation state");
-            }
-        });
+        }
+        self.unpublished
+            .lock()
+            .expect("not poisoned")
+            .entry(key.clone())
+            .or_default()
+            .push((cluster.to_string(), state));
+        self.publish.notify_one();
     }
 
-    async fn publish(
-        &self,
-        key: &Key,
-        cluster: &str,
-        state: &str,
-        all: &BTreeMap<String, String>,
-    ) -> anyhow::Result<()> {
+    /// Writes the state changes reported, in batches, a few objects at a time.
+    async fn publisher(self: Arc<Self>) {
+        loop {
+            self.publish.notified().await;
+            tokio::time::sleep(PUBLISH_BATCH).await;
+            let batch = std::mem::take(&mut *self.unpublished.lock().expect("not poisoned"));
+            futures::stream::iter(batch)
+                .for_each_concurrent(16, |(key, changes)| {
+                    let this = self.clone();
+                    async move {
+                        if let Err(e) = this.publish(&key, &changes).await {
+                            tracing::debug!(?key, error = %e, "reporting propagation state");
+                        }
+                    }
+                })
+                .await;
+        }
+    }
+
+    /// One object's annotation, and an event per distinct new state naming its clusters.
+    async fn publish(&self, key: &Key, changes: &[(String, String)]) -> anyhow::Result<()> {
         let (index, ns, name) = key;
         let (ar, namespaced) = &self.types[*index];
+        let Some(all) = self.states.lock().expect("not poisoned").get(key).cloned() else {
+            return Ok(());
+        };
         let patch =
-            json!({"metadata": {"annotations": {PROPAGATION: serde_json::to_string(all)?}}});
-        api(&self.federation, ar, *namespaced, ns)
+            json!({"metadata": {"annotations": {PROPAGATION: serde_json::to_string(&all)?}}});
+        match api(&self.federation, ar, *namespaced, ns)
             .patch(
                 name,
                 &kube::api::PatchParams::default(),
                 &kube::api::Patch::Merge(&patch),
             )
-            .await?;
+            .await
+        {
+            // Gone meanwhile: nothing to say about it.
+            Err(kube::Error::Api(e)) if e.code == 404 => {
+                self.states.lock().expect("not poisoned").remove(key);
+                return Ok(());
+            }
+            r => r?,
+        };
         let uid = self
             .federated(key)
             .map(|o| o["metadata"]["uid"].clone())
             .unwrap_or(Value::Null);
-        let reason = state.split(':').next().unwrap_or(state);
-        let now = fellowship_apimachinery::meta::now();
+        let mut by_state: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for (cluster, state) in changes {
+            // Only the latest state of each cluster is news.
+            if all.get(cluster) == Some(state) {
+                by_state.entry(state).or_default().push(cluster);
+            }
+        }
         let namespace = if ns.is_empty() {
             "default"
         } else {
             ns.as_str()
         };
-        let event: DynamicObject = serde_json::from_value(json!({
-            "apiVersion": "v1", "kind": "Event",
-            "metadata": {"generateName": format!("{name}."), "namespace": namespace},
-            "involvedObject": {"apiVersion": ar.api_version, "kind": ar.kind, "name": name, "namespace": ns, "uid": uid},
-            "reason": reason,
-            "message": format!("cluster {cluster}: {state}"),
-            "type": if matches!(reason, "Synced" | "NotSelected") { "Normal" } else { "Warning" },
-            "source": {"component": "federation-controller-manager"},
-            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
-        }))?;
         let events = resource("", "v1", "Event", "events");
-        Api::<DynamicObject>::namespaced_with(self.federation.clone(), namespace, &events)
-            .create(&PostParams::default(), &event)
-            .await?;
+        let events =
+            Api::<DynamicObject>::namespaced_with(self.federation.clone(), namespace, &events);
+        for (state, mut clusters) in by_state {
+            clusters.sort_unstable();
+            clusters.dedup();
+            let reason = state.split(':').next().unwrap_or(state);
+            let now = fellowship_apimachinery::meta::now();
+            let which = if clusters.len() == 1 {
+                "cluster"
+            } else {
+                "clusters"
+            };
+            let event: DynamicObject = serde_json::from_value(json!({
+                "apiVersion": "v1", "kind": "Event",
+                "metadata": {"generateName": format!("{name}."), "namespace": namespace},
+                "involvedObject": {"apiVersion": ar.api_version, "kind": ar.kind, "name": name, "namespace": ns, "uid": uid},
+                "reason": reason,
+                "message": format!("{which} {}: {state}", clusters.join(", ")),
+                "type": if matches!(reason, "Synced" | "NotSelected") { "Normal" } else { "Warning" },
+                "source": {"component": "federation-controller-manager"},
+                "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+            }))?;
+            events.create(&PostParams::default(), &event).await?;
+        }
         Ok(())
     }
 
@@ -625,6 +767,7 @@ impl SyncController {
         let (index, ns, name) = key;
         let (ar, namespaced) = &self.types[*index];
         let Some(object) = self.federated(key) else {
+            self.states.lock().expect("not poisoned").remove(key);
             return Ok(true);
         };
         let have = finalizers(&object);
@@ -699,6 +842,15 @@ impl SyncController {
             .collect();
         write(kept).await?;
         Ok(true)
+    }
+}
+
+/// Stops a task when its owner goes.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

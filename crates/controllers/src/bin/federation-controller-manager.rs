@@ -10,7 +10,8 @@ use fellowship_controllers::Options;
 use fellowship_controllers::cluster::ClusterController;
 use fellowship_controllers::leader::LeaderElection;
 use fellowship_controllers::metrics::Metrics;
-use fellowship_controllers::sync::SyncController;
+use fellowship_controllers::options::SERVICE_DNS;
+use fellowship_controllers::sync::{self, SyncController};
 
 #[tokio::main]
 async fn main() {
@@ -30,6 +31,12 @@ async fn run(options: Options) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("the federation API is not reachable: {e}"))?;
     tracing::info!(version = %version.git_version, "federation API");
+    if options.controllers.get(SERVICE_DNS) == Some(&true) {
+        anyhow::bail!(
+            "--controllers: service-dns needs the DNS controller, which this build does not have yet"
+        );
+    }
+    let types = sync::enabled_types(&federation, &options.controllers).await?;
     let host = options.host_client().await?;
     let metrics = Arc::new(Metrics::default());
     let clusters = Arc::new(ClusterController {
@@ -75,6 +82,8 @@ async fn run(options: Options) -> anyhow::Result<()> {
         clusters.federation.clone(),
         clusters.host.clone(),
         clusters.namespace.clone(),
+        types,
+        clusters.metrics.clone(),
     );
     let controllers = tokio::spawn(async move {
         tokio::join!(clusters.run(), sync.run());
