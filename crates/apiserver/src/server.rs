@@ -257,8 +257,15 @@ impl App {
 /// Serves HTTPS on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, app: Arc<App>) {
     let acceptor = TlsAcceptor::from(tls);
+    // Connections live in this set, so a server stopped (this future dropped) closes them
+    // all, watches included, as a process exiting would.
+    let mut connections = tokio::task::JoinSet::new();
     loop {
-        let (tcp, peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+        };
+        let (tcp, peer) = match accepted {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
@@ -268,7 +275,7 @@ pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, app: A
         };
         let _ = tcp.set_nodelay(true);
         let (acceptor, app) = (acceptor.clone(), app.clone());
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let tls =
                 match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => tls,

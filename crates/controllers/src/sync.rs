@@ -801,13 +801,8 @@ impl SyncController {
             return Ok(true);
         }
         if !have.iter().any(|f| f == ORPHAN) {
-            // Cascade: every registered cluster must be Ready to be cleared.
-            let registered =
-                Api::<DynamicObject>::all_with(self.federation.clone(), &cluster_resource())
-                    .list(&Default::default())
-                    .await?
-                    .items
-                    .len();
+            // Cascade: the Ready members' copies go now; the object stays until every
+            // registered cluster has been Ready to be cleared.
             let members: Vec<Arc<Member>> = self
                 .members
                 .lock()
@@ -815,9 +810,6 @@ impl SyncController {
                 .values()
                 .cloned()
                 .collect();
-            if members.len() < registered {
-                anyhow::bail!("waiting for every cluster to be Ready to delete {name} from it");
-            }
             let mut waiting = false;
             for m in &members {
                 let copy = m.stores[*index].get(&object_ref(ar, ns, name));
@@ -834,6 +826,15 @@ impl SyncController {
             }
             if waiting {
                 return Ok(false);
+            }
+            let registered =
+                Api::<DynamicObject>::all_with(self.federation.clone(), &cluster_resource())
+                    .list(&Default::default())
+                    .await?
+                    .items
+                    .len();
+            if members.len() < registered {
+                anyhow::bail!("waiting for every cluster to be Ready to delete {name} from it");
             }
         }
         let kept: Vec<String> = have

@@ -33,7 +33,17 @@ pub struct LocalCluster {
     /// The administrator's bearer token (user `admin`, group `system:masters`).
     pub token: String,
     pub app: Arc<App>,
+    index: usize,
+    store: Arc<dyn Store>,
     tasks: Vec<JoinHandle<()>>,
+}
+
+/// A stopped cluster that can come back: see [`LocalCluster::pause`].
+pub struct Paused {
+    pub config: ClusterConfig,
+    index: usize,
+    store: Arc<dyn Store>,
+    token: String,
 }
 
 /// Events kept per cluster for watches: far fewer than a federation API server keeps.
@@ -65,6 +75,17 @@ impl LocalCluster {
             .await
             .with_context(|| format!("cluster {}: opening its store", config.name))?,
         );
+        Self::serve(config, index, shared, store, random_token()).await
+    }
+
+    /// Serves `store` as the cluster `config` names, with `token` for its administrator.
+    async fn serve(
+        config: ClusterConfig,
+        index: usize,
+        shared: &Shared,
+        store: Arc<dyn Store>,
+        token: String,
+    ) -> anyhow::Result<LocalCluster> {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", config.port))
             .await
             .with_context(|| {
@@ -74,7 +95,6 @@ impl LocalCluster {
                 )
             })?;
         let port = listener.local_addr()?.port();
-        let token = random_token();
         let tokens = Arc::new(TokenTable::default());
         let mut auth = Authenticator::default();
         auth.add_token(
@@ -88,7 +108,7 @@ impl LocalCluster {
         auth.dynamic_tokens = Some(tokens.clone());
         let mut app = App::new(
             shared.surface.clone(),
-            store,
+            store.clone(),
             auth,
             format!("127.0.0.1:{port}"),
         )?;
@@ -116,9 +136,11 @@ impl LocalCluster {
         ];
         Ok(LocalCluster {
             config,
+            index,
             port,
             token,
             app,
+            store,
             tasks,
         })
     }
@@ -127,10 +149,38 @@ impl LocalCluster {
         format!("https://127.0.0.1:{}", self.port)
     }
 
-    /// Stops serving and simulating; the store goes with the last reference to it.
+    /// Stops serving (its connections closed) and simulating; the store goes with the
+    /// last reference to it.
     pub fn stop(self) {
         for t in self.tasks {
             t.abort();
         }
+    }
+
+    /// Stops it, keeping what it needs to come back as it was (see [`Self::resume`]).
+    pub fn pause(self) -> Paused {
+        let mut config = self.config.clone();
+        config.port = self.port;
+        let paused = Paused {
+            config,
+            index: self.index,
+            store: self.store.clone(),
+            token: self.token.clone(),
+        };
+        self.stop();
+        paused
+    }
+
+    /// The cluster back on its port, with its content and its administrator's token, as
+    /// after a restart of a real cluster's control plane.
+    pub async fn resume(paused: Paused, shared: &Shared) -> anyhow::Result<LocalCluster> {
+        Self::serve(
+            paused.config,
+            paused.index,
+            shared,
+            paused.store,
+            paused.token,
+        )
+        .await
     }
 }

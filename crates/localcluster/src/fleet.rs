@@ -9,13 +9,15 @@ use fellowship_apiserver::registry::{Registry, member};
 use fellowship_apiserver::server::Surface;
 use fellowship_apiserver::tls::{self, TlsOptions};
 
-use crate::cluster::{LocalCluster, Shared};
+use crate::cluster::{LocalCluster, Paused, Shared};
 use crate::config::FleetConfig;
 use crate::kubeconfig;
 
 pub struct Fleet {
     pub clusters: Vec<LocalCluster>,
     pub ca_pem: String,
+    shared: Arc<Shared>,
+    paused: Vec<Paused>,
 }
 
 impl Fleet {
@@ -58,6 +60,8 @@ impl Fleet {
         Ok(Fleet {
             clusters,
             ca_pem: pki.ca_pem,
+            shared,
+            paused: Vec::new(),
         })
     }
 
@@ -65,15 +69,33 @@ impl Fleet {
         self.clusters.iter().find(|c| c.config.name == name)
     }
 
-    /// Stops one cluster; the others go on.
+    /// Stops one cluster for good; the others go on.
     pub fn stop_cluster(&mut self, name: &str) -> bool {
+        self.pause_cluster(name) && self.paused.pop().is_some()
+    }
+
+    /// Stops one cluster so that [`Self::resume_cluster`] can bring it back as it was.
+    pub fn pause_cluster(&mut self, name: &str) -> bool {
         match self.clusters.iter().position(|c| c.config.name == name) {
             Some(i) => {
-                self.clusters.remove(i).stop();
+                let paused = self.clusters.remove(i).pause();
+                self.paused.push(paused);
                 true
             }
             None => false,
         }
+    }
+
+    /// A paused cluster back, on its port, with its content and token.
+    pub async fn resume_cluster(&mut self, name: &str) -> anyhow::Result<()> {
+        let i = self
+            .paused
+            .iter()
+            .position(|p| p.config.name == name)
+            .with_context(|| format!("no paused cluster {name}"))?;
+        let cluster = LocalCluster::resume(self.paused.remove(i), &self.shared).await?;
+        self.clusters.push(cluster);
+        Ok(())
     }
 
     pub fn contexts(&self) -> Vec<kubeconfig::Context> {
