@@ -86,8 +86,53 @@ fn local_up_runs_a_federation_and_down_stops_it() {
         "the ConfigMap in rohan",
     );
 
+    // The federation API server killed and started again as it was: the controller
+    // manager, not restarted, goes on propagating.
     let pids = std::fs::read_to_string(Path::new(&state).join("pids")).unwrap();
+    let apiserver = pids.lines().nth(1).unwrap();
+    let command: Vec<String> = std::fs::read(format!("/proc/{apiserver}/cmdline"))
+        .unwrap()
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).to_string())
+        .collect();
+    assert!(command[0].ends_with("federation-apiserver"), "{command:?}");
+    let status = Command::new("kill")
+        .args(["-KILL", apiserver])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    until(
+        || !Path::new(&format!("/proc/{apiserver}")).exists(),
+        "the killed API server gone",
+    );
+    let mut restarted = Command::new(&command[0])
+        .args(&command[1..])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    until(
+        || {
+            kubectl(
+                &config,
+                "federation",
+                &["create", "configmap", "after", "--from-literal=a=1"],
+            )
+            .0
+        },
+        "the restarted API server taking writes",
+    );
+    until(
+        || kubectl(&config, "gondor", &["get", "configmap", "after"]).0,
+        "a ConfigMap created after the restart in gondor",
+    );
+    let (ok, out) = kubectl(&config, "federation", &["get", "configmap", "hello"]);
+    assert!(ok, "the restart lost an object: {out}");
+
     let (ok, out) = kubefed(&["local", "down", &flags[0], &flags[1]]);
+    let _ = restarted.kill();
+    let _ = restarted.wait();
     assert!(ok, "{out}");
     for pid in pids.lines() {
         assert!(
