@@ -6,7 +6,9 @@ use std::io::Write;
 use anyhow::Context;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
-use kube::api::{DeleteParams, DynamicObject, PostParams};
+use std::collections::{BTreeMap, BTreeSet};
+
+use kube::api::{ApiResource, DeleteParams, DynamicObject, ListParams, PostParams};
 use kube::{Api, Client};
 use serde_json::Value;
 
@@ -19,6 +21,8 @@ pub struct UnjoinOptions {
     pub cluster_context: String,
     pub federation_context: String,
     pub namespace: String,
+    /// Also delete from the cluster what the federation propagated to it.
+    pub remove_propagated: bool,
 }
 
 /// Deletes, a missing object being no error; other errors are warnings.
@@ -132,6 +136,17 @@ pub async fn unjoin(
             Err(e) => writeln!(out, "warning: could not update kube-system/kube-dns: {e}")?,
         }
     }
+    // Before the RBAC objects go: the member's client may be the federation's own account.
+    let propagated = propagated(&member).await?;
+    let left = if o.remove_propagated {
+        remove_propagated(&member, propagated, out).await?;
+        format!("namespace {n}")
+    } else {
+        format!(
+            "namespace {n} and {} objects the federation propagated (--remove-propagated removes them)",
+            propagated.len()
+        )
+    };
     if let Some(account) = annotation(SERVICE_ACCOUNT_NAME) {
         let accounts: Api<ServiceAccount> = Api::namespaced(member.clone(), n);
         remove(
@@ -154,11 +169,145 @@ pub async fn unjoin(
         let roles: Api<ClusterRole> = Api::all(member);
         remove(&roles, &role, &format!("cluster role {role}"), out).await?;
     }
+    writeln!(out, "Left in the cluster: {left}")?;
+    removed(&o.cluster, out)
+}
+
+/// An object the federation created in a member.
+struct Copy {
+    ar: ApiResource,
+    namespaced: bool,
+    namespace: String,
+    name: String,
+    uid: String,
+}
+
+/// The objects in a member that the federation created there (they carry its marker).
+async fn propagated(member: &Client) -> anyhow::Result<Vec<Copy>> {
+    let mut out = Vec::new();
+    for (ar, namespaced) in fellowship_controllers::sync::types() {
+        let list = Api::<DynamicObject>::all_with(member.clone(), &ar)
+            .list(&ListParams::default())
+            .await
+            .with_context(|| format!("listing {} in the cluster", ar.plural))?;
+        for o in list.items {
+            if is_managed(&o) {
+                out.push(Copy {
+                    ar: ar.clone(),
+                    namespaced,
+                    namespace: o.metadata.namespace.clone().unwrap_or_default(),
+                    name: o.metadata.name.clone().unwrap_or_default(),
+                    uid: o.metadata.uid.clone().unwrap_or_default(),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn is_managed(o: &DynamicObject) -> bool {
+    o.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(fellowship_controllers::sync::MANAGED))
+        .is_some_and(|v| v == "true")
+}
+
+/// Deletes the propagated objects, namespaced ones first; a namespace the federation made
+/// goes only when nothing else of the federated types is left in it. A controller manager
+/// that had not yet seen the Cluster go may put a copy back: a few passes settle it.
+async fn remove_propagated(
+    member: &Client,
+    mut copies: Vec<Copy>,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let mut removed: BTreeMap<String, usize> = BTreeMap::new();
+    // By uid: a copy put back is a new object; one still terminating is done with.
+    let mut done: BTreeSet<String> = BTreeSet::new();
+    let mut kept: BTreeSet<String> = BTreeSet::new();
+    for pass in 0..3 {
+        copies.sort_by_key(|c| !c.namespaced);
+        for c in &copies {
+            if !c.namespaced && holds_foreign(member, &c.name).await? {
+                kept.insert(c.uid.clone());
+                writeln!(
+                    out,
+                    "Kept namespace {}: it holds objects the federation did not create",
+                    c.name
+                )?;
+                continue;
+            }
+            let api = if c.namespaced {
+                Api::<DynamicObject>::namespaced_with(member.clone(), &c.namespace, &c.ar)
+            } else {
+                Api::<DynamicObject>::all_with(member.clone(), &c.ar)
+            };
+            match api.delete(&c.name, &DeleteParams::background()).await {
+                Ok(_) => *removed.entry(c.ar.plural.clone()).or_default() += 1,
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => writeln!(
+                    out,
+                    "warning: could not delete {} {}: {e}",
+                    c.ar.plural, c.name
+                )?,
+            }
+            done.insert(c.uid.clone());
+        }
+        if pass == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        copies = propagated(member)
+            .await?
+            .into_iter()
+            .filter(|c| !done.contains(&c.uid) && !kept.contains(&c.uid))
+            .collect();
+        if copies.is_empty() {
+            break;
+        }
+    }
+    let summary: Vec<String> = removed.iter().map(|(k, n)| format!("{n} {k}")).collect();
     writeln!(
         out,
-        "Left in the cluster: namespace {n} and the objects the federation propagated"
+        "Removed what the federation propagated: {}",
+        if summary.is_empty() {
+            "nothing".to_string()
+        } else {
+            summary.join(", ")
+        }
     )?;
-    removed(&o.cluster, out)
+    Ok(())
+}
+
+/// What a cluster makes for itself in every namespace: the root CA ConfigMap, service
+/// account token Secrets.
+fn made_by_member(ar: &ApiResource, o: &DynamicObject) -> bool {
+    match ar.plural.as_str() {
+        "configmaps" => o.metadata.name.as_deref() == Some("kube-root-ca.crt"),
+        "secrets" => o.data["type"] == "kubernetes.io/service-account-token",
+        _ => false,
+    }
+}
+
+/// Whether a namespace holds objects of the federated types that the federation did not
+/// create.
+async fn holds_foreign(member: &Client, namespace: &str) -> anyhow::Result<bool> {
+    for (ar, namespaced) in fellowship_controllers::sync::types() {
+        if !namespaced {
+            continue;
+        }
+        let list = Api::<DynamicObject>::namespaced_with(member.clone(), namespace, &ar)
+            .list(&ListParams::default())
+            .await?;
+        let foreign = list
+            .items
+            .iter()
+            .any(|o| !is_managed(o) && !made_by_member(&ar, o));
+        if foreign {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 fn removed(cluster: &str, out: &mut impl Write) -> anyhow::Result<()> {

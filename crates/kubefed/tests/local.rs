@@ -130,6 +130,88 @@ fn local_up_runs_a_federation_and_down_stops_it() {
     let (ok, out) = kubectl(&config, "federation", &["get", "configmap", "hello"]);
     assert!(ok, "the restart lost an object: {out}");
 
+    // Unjoin with --remove-propagated: the copies leave gondor (a namespace holding
+    // something the federation did not create stays), rohan keeps its own.
+    let fed = |args: &[&str]| {
+        let (ok, out) = kubectl(&config, "federation", args);
+        assert!(ok, "{args:?}: {out}");
+    };
+    fed(&["create", "namespace", "bree"]);
+    fed(&["create", "namespace", "shire"]);
+    fed(&[
+        "create",
+        "configmap",
+        "pony",
+        "-n",
+        "bree",
+        "--from-literal=a=1",
+    ]);
+    until(
+        || {
+            kubectl(
+                &config,
+                "gondor",
+                &["get", "configmap", "pony", "-n", "bree"],
+            )
+            .0 && kubectl(&config, "gondor", &["get", "namespace", "shire"]).0
+        },
+        "namespaces in gondor",
+    );
+    let (ok, out) = kubectl(
+        &config,
+        "gondor",
+        &["create", "configmap", "local", "-n", "shire"],
+    );
+    assert!(ok, "{out}");
+    let (ok, out) = kubefed(&[
+        "unjoin",
+        "gondor",
+        "--host-cluster-context=rivendell",
+        "--remove-propagated",
+        &format!("--kubeconfig={}", config.display()),
+    ]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("Kept namespace shire")
+            && out.contains("Removed what the federation propagated"),
+        "{out}"
+    );
+    for (kind, name, ns) in [
+        ("configmap", "hello", "default"),
+        ("configmap", "after", "default"),
+        ("configmap", "pony", "bree"),
+    ] {
+        let (found, _) = kubectl(&config, "gondor", &["get", kind, name, "-n", ns]);
+        assert!(!found, "{ns}/{name} left in gondor");
+    }
+    let (exists, phase) = kubectl(
+        &config,
+        "gondor",
+        &["get", "namespace", "bree", "-o", "jsonpath={.status.phase}"],
+    );
+    assert!(!exists || phase == "Terminating", "bree: {phase}");
+    assert!(
+        kubectl(
+            &config,
+            "gondor",
+            &["get", "configmap", "local", "-n", "shire"]
+        )
+        .0
+    );
+    assert!(kubectl(&config, "rohan", &["get", "configmap", "hello"]).0);
+    let (ok, out) = kubefed(&[
+        "unjoin",
+        "rohan",
+        "--host-cluster-context=rivendell",
+        &format!("--kubeconfig={}", config.display()),
+    ]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("objects the federation propagated (--remove-propagated removes them)"),
+        "{out}"
+    );
+    assert!(kubectl(&config, "rohan", &["get", "configmap", "hello"]).0);
+
     let (ok, out) = kubefed(&["local", "down", &flags[0], &flags[1]]);
     let _ = restarted.kill();
     let _ = restarted.wait();

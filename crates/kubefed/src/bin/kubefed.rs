@@ -70,6 +70,10 @@ enum Command {
         /// The cluster's context (the cluster's name when unset).
         #[arg(long, default_value = "")]
         cluster_context: String,
+        /// Also delete from the cluster the objects the federation propagated to it (left
+        /// there, orphaned, by default as in the original).
+        #[arg(long, default_value_t = false, num_args = 0..=1, default_missing_value = "true")]
+        remove_propagated: bool,
     },
 }
 
@@ -144,6 +148,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             cluster_name,
             common,
             cluster_context,
+            remove_propagated,
         } => {
             let contexts = Contexts::load(common.kubeconfig.as_deref())?;
             let options = UnjoinOptions {
@@ -152,6 +157,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 cluster_context,
                 federation_context: common.context,
                 namespace: common.federation_system_namespace,
+                remove_propagated,
             };
             unjoin(&contexts, &options, &mut out).await
         }
