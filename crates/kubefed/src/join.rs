@@ -40,6 +40,9 @@ pub struct JoinOptions {
 pub struct Federation {
     pub name: String,
     pub federations: Option<String>,
+    /// With the CoreDNS provider: the kube-dns `stubDomains` entry sending the zone to
+    /// the federation's CoreDNS (`{"zone": ["ip:port"]}`, spec §3.1 step 6).
+    pub stub_domains: Option<String>,
 }
 
 /// Creates, tolerating that it exists already.
@@ -86,9 +89,20 @@ pub async fn federation(
         .get(FEDERATION_NAME)
         .cloned()
         .ok_or_else(|| anyhow!("the controller-manager Deployment in {host_context} lacks the {FEDERATION_NAME} annotation"))?;
+    let stub_domains = match (
+        annotations.get("dns-provider").map(String::as_str),
+        annotations.get("dns-zone-name"),
+        annotations.get("nameserver"),
+    ) {
+        (Some("coredns"), Some(zone), Some(server)) => {
+            Some(serde_json::to_string(&json!({ zone: [server] }))?)
+        }
+        _ => None,
+    };
     Ok(Federation {
         name,
         federations: annotations.get("federations").cloned(),
+        stub_domains,
     })
 }
 
@@ -298,7 +312,7 @@ pub async fn join(
             out,
             "Adding {entry} to kube-system/kube-dns in {cluster_context}"
         )?;
-        kube_dns(&joining, &annotations, entry).await?;
+        kube_dns(&joining, &annotations, entry, fed.stub_domains.as_deref()).await?;
     }
     writeln!(out, "cluster {:?} created", o.cluster)?;
     Ok(())
@@ -343,39 +357,39 @@ async fn token(
     bail!("the token of service account {namespace}/{account} did not appear within 30 s")
 }
 
-/// Adds `entry` (`FED=zone`) to `data.federations` of kube-system/kube-dns.
+/// Adds `entry` (`FED=zone`) to `data.federations` of kube-system/kube-dns, and sets its
+/// `stubDomains` when the federation has them.
 async fn kube_dns(
     joining: &Client,
     annotations: &BTreeMap<String, String>,
     entry: &str,
+    stub_domains: Option<&str>,
 ) -> anyhow::Result<()> {
     let maps: Api<ConfigMap> = Api::namespaced(joining.clone(), "kube-system");
-    match maps.get_opt("kube-dns").await? {
-        None => {
-            let map = ConfigMap {
-                metadata: annotated("kube-dns", Some("kube-system"), annotations),
-                data: Some(BTreeMap::from([(
-                    "federations".to_string(),
-                    entry.to_string(),
-                )])),
-                ..Default::default()
-            };
-            maps.create(&PostParams::default(), &map).await?;
-        }
-        Some(mut map) => {
-            let data = map.data.get_or_insert_with(Default::default);
-            let current = data.get("federations").cloned().unwrap_or_default();
-            if !current.split(',').any(|e| e == entry) {
-                let next = if current.is_empty() {
-                    entry.to_string()
-                } else {
-                    format!("{current},{entry}")
-                };
-                data.insert("federations".into(), next);
-                maps.replace("kube-dns", &PostParams::default(), &map)
-                    .await?;
-            }
-        }
+    let existing = maps.get_opt("kube-dns").await?;
+    let exists = existing.is_some();
+    let mut map = existing.unwrap_or_else(|| ConfigMap {
+        metadata: annotated("kube-dns", Some("kube-system"), annotations),
+        ..Default::default()
+    });
+    let data = map.data.get_or_insert_with(Default::default);
+    let current = data.get("federations").cloned().unwrap_or_default();
+    if !current.split(',').any(|e| e == entry) {
+        let next = if current.is_empty() {
+            entry.to_string()
+        } else {
+            format!("{current},{entry}")
+        };
+        data.insert("federations".into(), next);
+    }
+    if let Some(stubs) = stub_domains {
+        data.insert("stubDomains".into(), stubs.to_string());
+    }
+    if exists {
+        maps.replace("kube-dns", &PostParams::default(), &map)
+            .await?;
+    } else {
+        maps.create(&PostParams::default(), &map).await?;
     }
     Ok(())
 }

@@ -66,7 +66,8 @@ fn join_and_unjoin_create_and_remove_exactly_their_objects() {
         &json!({
             "apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": {"name": "fellowship-controller-manager", "namespace": "federation-system",
-                "annotations": {"federation.alpha.kubernetes.io/federation-name": "fellowship", "federations": "fellowship=example.com"}},
+                "annotations": {"federation.alpha.kubernetes.io/federation-name": "fellowship", "federations": "fellowship=example.com",
+                    "dns-provider": "coredns", "dns-zone-name": "example.com", "nameserver": "10.0.0.53:53"}},
             "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "federated-cluster"}},
                 "template": {"metadata": {"labels": {"app": "federated-cluster"}}, "spec": {"containers": [{"name": "controller-manager", "image": "fellowship"}]}}},
         }),
@@ -138,11 +139,15 @@ fn join_and_unjoin_create_and_remove_exactly_their_objects() {
                 "configmap",
                 "kube-dns",
                 "-o",
-                "jsonpath={.data.federations}",
+                "jsonpath={.data.federations}|{.data.stubDomains}",
             ],
         )
     };
-    assert_eq!(dns(), "fellowship=example.com");
+    // With the CoreDNS provider, the zone is sent to the federation's CoreDNS.
+    assert_eq!(
+        dns(),
+        r#"fellowship=example.com|{"example.com":["10.0.0.53:53"]}"#
+    );
     // The federation: the Cluster, pointing at the credentials in the host.
     let secret = gondor_cluster(&env, "jsonpath={.spec.secretRef.name}");
     assert!(
@@ -247,7 +252,7 @@ fn join_and_unjoin_create_and_remove_exactly_their_objects() {
         let (exists, out) = env.kubectl(context, &args);
         assert!(!exists, "{context} {args:?} is still there: {out}");
     }
-    assert_eq!(dns(), "");
+    assert_eq!(dns(), "|");
     let (ok, out, _) = kubefed(&env, &["unjoin", "gondor"]);
     assert!(ok && out.contains("not in the federation"), "{out}");
 }
