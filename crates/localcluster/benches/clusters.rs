@@ -8,7 +8,8 @@
 //! `cargo bench -p fellowship-localcluster --bench clusters`
 //! `FELLOWSHIP_BENCH_CLUSTERS` (100), `FELLOWSHIP_BENCH_CONFIGMAPS` (1000) and
 //! `FELLOWSHIP_BENCH_DEPLOYMENTS` (100) set the sizes, `FELLOWSHIP_BENCH_CONNECTIONS` (4) the
-//! connections per cluster.
+//! connections per cluster, `FELLOWSHIP_BENCH_CONTROLLER_QPS` (20, kube-controller-manager's
+//! default; 0 unlimited) the clusters' control-loop write rate.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,6 +18,10 @@ use bytes::Bytes;
 use fellowship_localcluster::{Fleet, FleetConfig};
 use fellowship_testkit::https::{Target, configmap, request, send};
 use fellowship_testkit::{bench_runtime, cpu_time, env_number, memory};
+
+/// As the `local-clusters` binary.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1 << 20) as f64
@@ -68,14 +73,15 @@ fn main() {
     let configmaps = env_number("FELLOWSHIP_BENCH_CONFIGMAPS", 1000);
     let deployments = env_number("FELLOWSHIP_BENCH_DEPLOYMENTS", 100);
     let connections = env_number("FELLOWSHIP_BENCH_CONNECTIONS", 4);
+    let qps = env_number("FELLOWSHIP_BENCH_CONTROLLER_QPS", 20) as u32;
     let dir = tempfile::tempdir().unwrap();
     let rt = bench_runtime();
     rt.block_on(async {
         let before = memory(None).0;
         let started = Instant::now();
-        let fleet = Fleet::start(FleetConfig::numbered(count, &[]), dir.path(), None)
-            .await
-            .unwrap();
+        let mut config = FleetConfig::numbered(count, &[]);
+        config.simulation.controller_qps = qps;
+        let fleet = Fleet::start(config, dir.path(), None).await.unwrap();
         let serving = started.elapsed();
         let targets: Vec<(Arc<Target>, String)> = fleet
             .clusters
@@ -88,6 +94,9 @@ fn main() {
         .await;
         let ready = started.elapsed();
         println!("local clusters benchmark, {count} clusters of 3 nodes in one process, 2 cores");
+        println!(
+            "each cluster's control loops write at most {qps}/s (burst 30) as kube-controller-manager's client does (0: unlimited)"
+        );
         println!(
             "start: all serving in {:.0} ms, all listing their 3 nodes in {:.0} ms",
             serving.as_secs_f64() * 1000.0,
@@ -131,7 +140,7 @@ fn main() {
         let cpu = (cpu_time(None) - cpu_before).as_secs_f64();
         let total = count * (configmaps + deployments);
         println!(
-            "direct writes: {total} objects ({configmaps} ConfigMaps + {deployments} Deployments x {count} clusters, {connections} connections each) in {took:.2} s: {:.0} objects/s",
+            "direct writes: {total} objects ({configmaps} ConfigMaps + {deployments} Deployments x {count} clusters, {connections} connections each) in {took:.2} s: {:.0} objects/s (target 20000)",
             total as f64 / took
         );
         println!(

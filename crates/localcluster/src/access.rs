@@ -3,6 +3,7 @@
 //! resourceVersion checks, managedFields), without the HTTP.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 
 use fellowship_apimachinery::{ApiError, ResourceKind};
@@ -11,6 +12,7 @@ use fellowship_apiserver::objects::present;
 use fellowship_apiserver::reply::Reply;
 use fellowship_apiserver::rest::{Query, Target};
 use fellowship_storage::ListOptions;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde_json::Value;
 
 /// The resources the control loops use, looked up once.
@@ -178,10 +180,15 @@ pub struct Access {
     pub app: Arc<App>,
     pub kinds: Kinds,
     pub cache: Mutex<Cache>,
+    /// The control loops' client rate limit, as kube-controller-manager's `--kube-api-qps`
+    /// and `--kube-api-burst` bound its writes; none when unlimited.
+    limiter: Option<DefaultDirectRateLimiter>,
 }
 
 impl Access {
-    pub fn new(app: Arc<App>) -> anyhow::Result<Access> {
+    /// Access for the control loops of `app`'s cluster, writing at most `qps` objects a
+    /// second after a burst of `burst` (0: unlimited).
+    pub fn new(app: Arc<App>, qps: u32, burst: u32) -> anyhow::Result<Access> {
         let find = |group: &str, version: &str, plural: &str| {
             app.surface
                 .registry
@@ -204,11 +211,23 @@ impl Access {
             jobs: find("batch", "v1", "jobs")?,
             hpas: find("autoscaling", "v2", "horizontalpodautoscalers")?,
         };
+        let limiter = NonZeroU32::new(qps).map(|qps| {
+            let burst = NonZeroU32::new(burst).unwrap_or(qps);
+            RateLimiter::direct(Quota::per_second(qps).allow_burst(burst))
+        });
         Ok(Access {
             app,
             kinds,
             cache: Mutex::new(Cache::default()),
+            limiter,
         })
+    }
+
+    /// Waits for the rate limit to let one more write through.
+    async fn admit(&self) {
+        if let Some(limiter) = &self.limiter {
+            limiter.until_ready().await;
+        }
     }
 
     fn cached(kind: &ResourceKind) -> bool {
@@ -318,6 +337,7 @@ impl Access {
         manager: &str,
         object: &Value,
     ) -> Result<Option<Value>, ApiError> {
+        self.admit().await;
         let t = target(kind, namespace, "", None);
         let reply = self
             .app
@@ -337,6 +357,7 @@ impl Access {
     ) -> Result<Option<Value>, ApiError> {
         let namespace = fellowship_apimachinery::meta::namespace(object).to_string();
         let name = fellowship_apimachinery::meta::name(object).to_string();
+        self.admit().await;
         let sub = status.then_some("status");
         let t = target(kind, &namespace, &name, sub);
         let reply = self
@@ -355,6 +376,7 @@ impl Access {
         name: &str,
         manager: &str,
     ) -> Result<(), ApiError> {
+        self.admit().await;
         let t = target(kind, namespace, name, None);
         match self.app.rest.delete(&t, &Self::query(manager), b"").await {
             Err(e) if e.code == 404 => Ok(()),

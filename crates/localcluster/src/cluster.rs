@@ -121,7 +121,11 @@ impl LocalCluster {
             .await?;
         let app = Arc::new(app);
         let controllers = Arc::new(Controllers {
-            access: crate::access::Access::new(app.clone())?,
+            access: crate::access::Access::new(
+                app.clone(),
+                shared.simulation.controller_qps,
+                shared.simulation.controller_burst,
+            )?,
             config: config.clone(),
             index,
             simulation: shared.simulation.clone(),

@@ -93,6 +93,14 @@ pub struct Simulation {
     /// The CPU utilisation HPAs report when their target sets none.
     #[serde(default = "default_cpu_utilization")]
     pub cpu_utilization: i64,
+    /// Writes per second each cluster's control loops may make (0: unlimited), and the
+    /// burst they may make at once: kube-controller-manager's `--kube-api-qps` and
+    /// `--kube-api-burst`, with its defaults. A cluster's own work then trails a flood of
+    /// writes as a real cluster's does, instead of taking the machine from its API.
+    #[serde(default = "default_controller_qps")]
+    pub controller_qps: u32,
+    #[serde(default = "default_controller_burst")]
+    pub controller_burst: u32,
 }
 
 fn default_job_duration() -> Duration {
@@ -102,11 +110,20 @@ fn default_cpu_utilization() -> i64 {
     50
 }
 
+fn default_controller_qps() -> u32 {
+    20
+}
+fn default_controller_burst() -> u32 {
+    30
+}
+
 impl Default for Simulation {
     fn default() -> Self {
         Simulation {
             job_duration: default_job_duration(),
             cpu_utilization: default_cpu_utilization(),
+            controller_qps: default_controller_qps(),
+            controller_burst: default_controller_burst(),
         }
     }
 }
