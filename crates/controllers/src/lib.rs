@@ -8,6 +8,7 @@ pub mod leader;
 pub mod members;
 pub mod metrics;
 pub mod options;
+pub mod ratelimit;
 pub mod selector;
 pub mod sync;
 

@@ -8,8 +8,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use kube::client::ClientBuilder;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
+
+use crate::ratelimit::RateLimit;
 
 #[derive(Parser, Debug, Clone)]
 #[command(name = "federation-controller-manager", version)]
@@ -64,6 +67,14 @@ pub struct Options {
     /// resource; one asked for by `true` whose resource is missing stops the start.
     #[arg(long, default_value = "", value_parser = parse_controllers)]
     pub controllers: Controllers,
+    /// Requests a second to the federation API (0, the default: unlimited; the original's
+    /// 20 would hold propagation to a few objects a second, and this controller batches
+    /// its own writes instead).
+    #[arg(long, default_value_t = 0)]
+    pub federated_api_qps: u32,
+    /// Requests the client may make at once above that rate.
+    #[arg(long, default_value_t = 0)]
+    pub federated_api_burst: u32,
     /// Log verbosity (0 info ... 4+ debug).
     #[arg(long, short = 'v', default_value_t = 0)]
     pub v: u8,
@@ -106,6 +117,7 @@ async fn client(
     path: Option<&PathBuf>,
     context: Option<&String>,
     master: &str,
+    limit: Option<RateLimit>,
 ) -> anyhow::Result<Client> {
     let mut config = match path {
         Some(path) => {
@@ -126,7 +138,11 @@ async fn client(
     if !master.is_empty() {
         config.cluster_url = master.parse().context("--master")?;
     }
-    Ok(Client::try_from(config)?)
+    let builder = ClientBuilder::try_from(config)?;
+    Ok(match limit {
+        Some(limit) => builder.with_layer(&limit).build(),
+        None => builder.build(),
+    })
 }
 
 impl Options {
@@ -146,6 +162,7 @@ impl Options {
             self.kubeconfig.as_ref(),
             self.context.as_ref(),
             &self.master,
+            RateLimit::new(self.federated_api_qps, self.federated_api_burst),
         )
         .await
         .context("the federation API")
@@ -156,6 +173,7 @@ impl Options {
             self.host_kubeconfig.as_ref(),
             self.host_context.as_ref(),
             "",
+            None,
         )
         .await
         .context("the host cluster")

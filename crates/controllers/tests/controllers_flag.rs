@@ -1,4 +1,5 @@
-//! `--controllers` (spec §4.2): a type turned off is not propagated while the others are;
+//! `--controllers` (spec §4.2): a type turned off is not propagated while the others are
+//! (through a rate-limited federation client, `--federated-api-qps`);
 //! an unknown key or an impossible request stops the start with one clear line. The sync
 //! controller's progress shows in /metrics.
 
@@ -46,6 +47,9 @@ fn controllers_turn_types_on_and_off() {
             &format!("--port={port}"),
             "--address=127.0.0.1",
             "--controllers=secrets=false,configmaps=true",
+            // Its federation client rate-limited: requests and watches pass through.
+            "--federated-api-qps=50",
+            "--federated-api-burst=10",
         ],
     );
     env.until_status(&[("gondor", "Ready")]);
