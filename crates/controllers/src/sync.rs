@@ -21,7 +21,7 @@ use futures::stream::FuturesUnordered;
 use kube::api::{ApiResource, DeleteParams, DynamicObject, PostParams};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt as _};
 use serde_json::{Map, Value, json};
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
@@ -173,6 +173,9 @@ fn follow(
     )
     .default_backoff();
     let task = tokio::spawn(async move {
+        // managedFields are never read here and are often the bulk of an object: the
+        // caches hold every object of every member, so they go before they are kept.
+        let stream = stream.modify(|o| o.managed_fields_mut().clear());
         let mut objects = reflector::reflector(writer, stream)
             .touched_objects()
             .boxed();
