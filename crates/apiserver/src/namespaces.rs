@@ -16,6 +16,8 @@ use crate::objects::present;
 use crate::rest::{Query, Target};
 use crate::server::App;
 
+const BACKGROUND: &[u8] = br#"{"propagationPolicy":"Background"}"#;
+
 /// How often namespaces still holding content (objects with finalizers) are looked at again.
 const RECHECK: Duration = Duration::from_secs(5);
 
@@ -96,7 +98,10 @@ async fn finalize(app: &App, namespace: &str) -> Result<(), ApiError> {
                 name: meta::name(&object).to_string(),
                 subresource: None,
             };
-            match app.rest.delete(&target, &Query::new(), &[]).await {
+            // Background, as kube-controller-manager's namespace deleter asks: the `orphan`
+            // finalizer goes, so what the namespace held leaves the member clusters too,
+            // even when the namespace itself was deleted with orphan (spec §4.9).
+            match app.rest.delete(&target, &Query::new(), BACKGROUND).await {
                 Ok(_) if meta::finalizers(&object).is_empty() => {}
                 Ok(_) => remaining += 1,
                 Err(e) if e.code == 404 => {}

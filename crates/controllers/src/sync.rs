@@ -205,6 +205,9 @@ pub fn desired(object: &Value) -> Value {
     let mut annotations = meta["annotations"].as_object().cloned().unwrap_or_default();
     annotations.remove(PROPAGATION);
     annotations.remove(ADOPT);
+    // Each member's deployment controller writes its own revision: copying the federated
+    // one (there when it was copied from a cluster) would fight it (spec §4.3).
+    annotations.remove("deployment.kubernetes.io/revision");
     annotations.insert(MANAGED.into(), json!("true"));
     let mut m = Map::new();
     m.insert("name".into(), meta["name"].clone());

@@ -65,7 +65,10 @@ impl Env {
                 hosts: Vec::new(),
             })
             .unwrap();
-            tokio::spawn(server::serve(listener, config, Arc::new(app)));
+            let app = Arc::new(app);
+            // As federation-apiserver runs it: deleted namespaces are emptied and removed.
+            tokio::spawn(fellowship_apiserver::namespaces::run(app.clone()));
+            tokio::spawn(server::serve(listener, config, app));
             port
         });
         let config = dir.path().join("kubeconfig");

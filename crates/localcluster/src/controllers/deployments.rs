@@ -89,6 +89,23 @@ pub async fn reconcile(c: &Controllers, namespace: &str, name: &str) -> Result<(
             }
         }
     };
+    // The Deployment carries its new ReplicaSet's revision, as kube-controller-manager
+    // writes it (what `kubectl rollout history` and a federation's copy see).
+    let current = json!(revision(&new).to_string());
+    let d = if d.pointer(&format!(
+        "/metadata/annotations/{}",
+        REVISION.replace('/', "~1")
+    )) == Some(&current)
+    {
+        d
+    } else {
+        let mut marked = d.clone();
+        marked["metadata"]["annotations"][REVISION] = current;
+        c.access
+            .update(&k.deployments, &marked, false, CONTROLLER_MANAGER)
+            .await?
+            .unwrap_or(d)
+    };
     let new_available = int(&new, "/status/availableReplicas", 0);
     if new_available >= want {
         for rs in old.iter().filter(|rs| int(rs, "/spec/replicas", 0) != 0) {
