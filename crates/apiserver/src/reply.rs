@@ -238,6 +238,7 @@ fn plural_of(object: &Value) -> &'static str {
         Some("Node") => "nodes",
         Some("Endpoints") => "endpoints",
         Some("ServiceAccount") => "serviceaccounts",
+        Some("Event") => "events",
         _ => "",
     }
 }
@@ -589,6 +590,9 @@ fn load_balancer<'a>(item: &'a Value, fields: &[&str]) -> Vec<&'a str> {
 
 /// A `meta.k8s.io/v1` Table of `items`, with the columns kubectl users know for the type.
 pub fn to_table(plural: &str, items: &[Value], metadata: Value) -> Value {
+    if plural == "events" {
+        return event_table(items, metadata);
+    }
     let mut columns_json = vec![column(
         "Name",
         "name",
@@ -615,23 +619,97 @@ pub fn to_table(plural: &str, items: &[Value], metadata: Value) -> Value {
             row.extend(cells(plural, item));
             row.push(json!(age(item, now)));
             row.extend(trailing_cells(plural, item));
-            json!({
-                "cells": row,
-                "object": {
-                    "kind": "PartialObjectMetadata",
-                    "apiVersion": "meta.k8s.io/v1",
-                    "metadata": item.get("metadata").cloned().unwrap_or(json!({})),
-                },
-            })
+            table_row(row, item)
         })
         .collect();
+    table(columns_json, rows, metadata)
+}
+
+fn table_row(cells: Vec<Value>, item: &Value) -> Value {
+    json!({
+        "cells": cells,
+        "object": {
+            "kind": "PartialObjectMetadata",
+            "apiVersion": "meta.k8s.io/v1",
+            "metadata": item.get("metadata").cloned().unwrap_or(json!({})),
+        },
+    })
+}
+
+fn table(columns: Vec<Value>, rows: Vec<Value>, metadata: Value) -> Value {
     json!({
         "kind": "Table",
         "apiVersion": "meta.k8s.io/v1",
         "metadata": metadata,
-        "columnDefinitions": columns_json,
+        "columnDefinitions": columns,
         "rows": rows,
     })
+}
+
+/// Events are listed as kube-apiserver lists them: when, what and about which object, the
+/// name only with `-o wide`.
+fn event_table(items: &[Value], metadata: Value) -> Value {
+    let columns: [(&str, u8); 10] = [
+        ("Last Seen", 0),
+        ("Type", 0),
+        ("Reason", 0),
+        ("Object", 0),
+        ("Subobject", 1),
+        ("Source", 1),
+        ("Message", 0),
+        ("First Seen", 1),
+        ("Count", 1),
+        ("Name", 1),
+    ];
+    let columns_json: Vec<Value> = columns
+        .iter()
+        .map(|(name, priority)| {
+            let mut c = column(name, if *name == "Name" { "name" } else { "" }, "");
+            c["priority"] = json!(priority);
+            c
+        })
+        .collect();
+    let now = jiff::Timestamp::now();
+    let since = |t: Option<&str>| {
+        t.and_then(|t| t.parse::<jiff::Timestamp>().ok())
+            .map(|t| human_duration((now.as_second() - t.as_second()).max(0) as u64))
+    };
+    let rows: Vec<Value> = items
+        .iter()
+        .map(|item| {
+            let s = |path: &str| item.pointer(path).and_then(Value::as_str).unwrap_or("");
+            let last = since(Some(s("/lastTimestamp")))
+                .or_else(|| since(Some(s("/eventTime"))))
+                .or_else(|| since(Some(meta::meta_str(item, "creationTimestamp"))))
+                .unwrap_or_else(|| "<unknown>".into());
+            let first = since(Some(s("/firstTimestamp"))).unwrap_or_else(|| last.clone());
+            let object = format!(
+                "{}/{}",
+                s("/involvedObject/kind").to_lowercase(),
+                s("/involvedObject/name")
+            );
+            let source = [s("/source/component"), s("/source/host")]
+                .into_iter()
+                .filter(|p| !p.is_empty())
+                .collect::<Vec<_>>()
+                .join(", ");
+            let count = item.get("count").and_then(Value::as_i64).unwrap_or(1);
+            let cells = vec![
+                json!(last),
+                json!(s("/type")),
+                json!(s("/reason")),
+                json!(object),
+                json!(s("/involvedObject/fieldPath")),
+                json!(source),
+                json!(s("/message")),
+                json!(first),
+                json!(count),
+                json!(meta::name(item)),
+            ];
+            table_row(cells, item)
+        })
+        .collect();
+    table(columns_json, rows, metadata)
 }
 
 fn column(name: &str, format: &str, description: &str) -> Value {

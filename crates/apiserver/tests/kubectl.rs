@@ -453,6 +453,11 @@ fn protobuf_bodies_from_new_kubectl(backend: Backend) {
                 .unwrap();
         assert_eq!(secret["data"]["pw"], "aHVudGVyMg==", "kubectl {v}");
         assert_eq!(secret["type"], "Opaque", "kubectl {v}");
+        // Go's protobuf writes an unset generation as 0; JSON never shows it.
+        assert!(
+            secret["metadata"].get("generation").is_none(),
+            "kubectl {v}: {secret}"
+        );
         let deploy: Value =
             serde_json::from_str(&s.ok("", &["-n", ns, "get", "deploy", "web", "-o", "json"]))
                 .unwrap();
@@ -610,6 +615,31 @@ fn guide_manifests_and_explain(backend: Backend) {
     assert_eq!(
         words(&wide, 1).last().map(String::as_str),
         Some("run=nginx"),
+        "{wide}"
+    );
+    // Events list as kube-apiserver lists them.
+    let event = s.file(
+        "event.json",
+        br#"{"apiVersion": "v1", "kind": "Event", "metadata": {"name": "nginx.1"},
+            "involvedObject": {"kind": "Service", "name": "nginx"}, "reason": "Seen",
+            "message": "hello", "type": "Normal", "source": {"component": "test"},
+            "lastTimestamp": "2026-01-01T00:00:00Z", "count": 2}"#,
+    );
+    s.ok("", &["create", "-f", &event]);
+    let events = s.ok("", &["get", "events"]);
+    assert_eq!(
+        words(&events, 0),
+        ["LAST", "SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"],
+        "{events}"
+    );
+    assert_eq!(
+        words(&events, 1)[1..],
+        ["Normal", "Seen", "service/nginx", "hello"]
+    );
+    let wide = s.ok("", &["get", "events", "-o", "wide"]);
+    assert_eq!(
+        words(&wide, 1).last().map(String::as_str),
+        Some("nginx.1"),
         "{wide}"
     );
     let described = s.ok("", &["describe", "services", "nginx"]);

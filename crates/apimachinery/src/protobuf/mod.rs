@@ -299,6 +299,16 @@ fn special(message: &str, decoded: Value) -> Value {
                 }
             }
         }
+        // `generation` is a plain int64 that Go's encoder always writes; JSON omits 0.
+        "apimachinery.pkg.apis.meta.v1.ObjectMeta" => {
+            let mut decoded = decoded;
+            if let Some(m) = decoded.as_object_mut()
+                && m.get("generation").and_then(Value::as_i64) == Some(0)
+            {
+                m.remove("generation");
+            }
+            decoded
+        }
         "apimachinery.pkg.apis.meta.v1.Duration" => {
             let nanos = decoded.get("duration").and_then(Value::as_i64).unwrap_or(0);
             Value::String(go_duration(nanos))
@@ -356,10 +366,11 @@ mod tests {
 
     #[test]
     fn namespace_envelope() {
-        // ObjectMeta{name: "prod", labels: {a: b}, creationTimestamp: <unset>}
+        // ObjectMeta{name: "prod", labels: {a: b}, creationTimestamp: <unset>, generation: 0}
         let mut meta = ld(1, b"prod");
         meta.extend(ld(11, &[ld(1, b"a"), ld(2, b"b")].concat()));
         meta.extend(ld(8, &[]));
+        meta.extend([varint(7 << 3), varint(0)].concat());
         let ns = ld(1, &meta);
         let type_meta = [ld(1, b"v1"), ld(2, b"Namespace")].concat();
         let unknown = [ld(1, &type_meta), ld(2, &ns)].concat();
