@@ -41,6 +41,8 @@ pub const ADOPT: &str = "federation.fellowship.io/adopt";
 pub const DELETE_FROM_CLUSTERS: &str = "federation.kubernetes.io/delete-from-underlying-clusters";
 pub const ORPHAN: &str = "orphan";
 
+/// The namespaces every cluster makes for itself.
+const SYSTEM_NAMESPACES: [&str; 4] = ["default", "kube-system", "kube-public", "kube-node-lease"];
 /// How long a failed or unfinished reconcile waits before it runs again.
 const RETRY: Duration = Duration::from_secs(1);
 /// Reconciles running at once per member: enough to keep a member's API busy while each
@@ -569,6 +571,11 @@ impl SyncController {
     async fn reconcile(&self, m: &Member, key: &Key) -> anyhow::Result<Option<String>> {
         let (index, ns, name) = key;
         let (ar, namespaced) = &self.types[*index];
+        // Every cluster has these of its own, and they are no one's to take over or
+        // delete: nothing to propagate, nothing to report.
+        if ar.plural == "namespaces" && SYSTEM_NAMESPACES.contains(&name.as_str()) {
+            return Ok(None);
+        }
         let Some(object) = self.federated(key) else {
             return Ok(None);
         };

@@ -16,6 +16,7 @@ mod support;
 
 use std::time::Duration;
 
+use fellowship_controllers::sync::PROPAGATION;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Event, ObjectReference, Secret, Service};
 use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
@@ -334,6 +335,9 @@ fn every_type_is_created_updated_and_deleted_everywhere() {
     for what in all {
         until_in_members(&env, what, |_| true, "created");
     }
+    // The namespaces every cluster has are nobody's to propagate: no conflict reported.
+    let default = get(&env, "federation", &["namespaces", "default"]).unwrap();
+    assert_eq!(annotation(&default, PROPAGATION), None, "{default}");
     // The seed-era objects reach the members in their current versions, whole.
     until_in_members(
         &env,
