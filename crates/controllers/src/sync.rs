@@ -11,6 +11,7 @@
 //! waiting for those not Ready), an orphaning one leaves them.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{Hash as _, Hasher as _};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -160,12 +161,18 @@ fn object_ref(ar: &ApiResource, namespace: &str, name: &str) -> ObjectRef<Dynami
     }
 }
 
-/// Runs a reflector into a new store, sending the key of every object it sees.
+/// The resourceVersion each object had when this controller last wrote it in a member:
+/// the watch event of its own write tells it nothing new.
+type OwnWrites = Arc<Mutex<HashMap<Key, String>>>;
+
+/// Runs a reflector into a new store, sending the key of every object it sees, except
+/// the objects as `own` says this controller just wrote them.
 fn follow(
     client: &Client,
     ar: &ApiResource,
     index: usize,
     keys: mpsc::UnboundedSender<Key>,
+    own: Option<OwnWrites>,
 ) -> (Store<DynamicObject>, JoinHandle<()>) {
     let writer = reflector::store::Writer::new(ar.clone());
     let store = writer.as_reader();
@@ -185,7 +192,14 @@ fn follow(
             if let Ok(o) = o {
                 let ns = o.metadata.namespace.clone().unwrap_or_default();
                 let name = o.metadata.name.clone().unwrap_or_default();
-                if keys.send((index, ns, name)).is_err() {
+                let key = (index, ns, name);
+                if let Some(own) = &own {
+                    let written = own.lock().expect("not poisoned").remove(&key);
+                    if written.is_some() && written == o.metadata.resource_version {
+                        continue;
+                    }
+                }
+                if keys.send(key).is_err() {
                     return;
                 }
             }
@@ -277,9 +291,21 @@ struct Member {
     labels: BTreeMap<String, String>,
     client: Client,
     stores: Vec<Store<DynamicObject>>,
+    own_writes: OwnWrites,
     keys: mpsc::UnboundedSender<Key>,
     /// Its reflectors and worker, which stop with it.
     tasks: Mutex<Vec<AbortOnDrop>>,
+}
+
+impl Member {
+    fn wrote(&self, key: &Key, object: &DynamicObject) {
+        if let Some(rv) = &object.metadata.resource_version {
+            self.own_writes
+                .lock()
+                .expect("not poisoned")
+                .insert(key.clone(), rv.clone());
+        }
+    }
 }
 
 pub struct SyncController {
@@ -296,6 +322,9 @@ pub struct SyncController {
     /// The last state known of each object in each cluster (seeded from the object's
     /// annotation, so a restart rewrites nothing that did not change).
     states: Mutex<HashMap<Key, BTreeMap<String, String>>>,
+    /// A hash of what each federated object's copies are made of, as last sent to the
+    /// members.
+    fingerprints: Mutex<HashMap<Key, u64>>,
     /// State changes not yet written, by object; the publisher batches them.
     unpublished: Mutex<BTreeMap<Key, Vec<(String, String)>>>,
     publish: Notify,
@@ -332,6 +361,7 @@ impl SyncController {
             members: Mutex::new(HashMap::new()),
             finalizing: Mutex::new(BTreeMap::new()),
             states: Mutex::new(HashMap::new()),
+            fingerprints: Mutex::new(HashMap::new()),
             unpublished: Mutex::new(BTreeMap::new()),
             publish: Notify::new(),
         })
@@ -356,7 +386,7 @@ impl SyncController {
         // These reflectors run as long as the process: their tasks are not kept.
         let (fed_tx, mut fed_rx) = mpsc::unbounded_channel::<Key>();
         for (i, (ar, _)) in self.types.iter().enumerate() {
-            let (store, _) = follow(&self.federation, ar, i, fed_tx.clone());
+            let (store, _) = follow(&self.federation, ar, i, fed_tx.clone(), None);
             self.federated.lock().expect("not poisoned").push(store);
         }
         for i in 0..self.types.len() {
@@ -368,6 +398,7 @@ impl SyncController {
             &cluster_resource(),
             usize::MAX,
             cluster_tx,
+            None,
         );
         let _ = clusters.wait_until_ready().await;
         self.clusters_changed(&clusters).await;
@@ -375,9 +406,11 @@ impl SyncController {
         loop {
             tokio::select! {
                 Some(key) = fed_rx.recv() => {
-                    let members: Vec<Arc<Member>> = self.members.lock().expect("not poisoned").values().cloned().collect();
-                    for m in members {
-                        let _ = m.keys.send(key.clone());
+                    if self.changed_for_members(&key) {
+                        let members: Vec<Arc<Member>> = self.members.lock().expect("not poisoned").values().cloned().collect();
+                        for m in members {
+                            let _ = m.keys.send(key.clone());
+                        }
                     }
                     let mut finalizing = self.finalizing.lock().expect("not poisoned");
                     match finalizing.get_mut(&key) {
@@ -391,6 +424,25 @@ impl SyncController {
                 }
                 Some(_) = cluster_rx.recv() => self.clusters_changed(&clusters).await,
                 _ = tick.tick() => self.clusters_changed(&clusters).await,
+            }
+        }
+    }
+
+    /// Whether a federated object changed in what its copies are made of (its finalizers
+    /// or propagation state alone do not): the members look again only then.
+    fn changed_for_members(&self, key: &Key) -> bool {
+        let fingerprint = self.federated(key).map(|o| {
+            let mut h = std::hash::DefaultHasher::new();
+            desired(&o).to_string().hash(&mut h);
+            o["metadata"]["annotations"][ADOPT].to_string().hash(&mut h);
+            h.finish()
+        });
+        let mut seen = self.fingerprints.lock().expect("not poisoned");
+        match fingerprint {
+            Some(f) => seen.insert(key.clone(), f) != Some(f),
+            None => {
+                seen.remove(key);
+                true
             }
         }
     }
@@ -454,10 +506,11 @@ impl SyncController {
         let secret = members::secret(&self.host, &self.namespace, cluster).await?;
         let client = members::client(cluster, secret.as_ref()).await?;
         let (tx, rx) = mpsc::unbounded_channel::<Key>();
+        let own_writes = OwnWrites::default();
         let mut stores = Vec::new();
         let mut tasks = Vec::new();
         for (i, (ar, _)) in self.types.iter().enumerate() {
-            let (store, task) = follow(&client, ar, i, tx.clone());
+            let (store, task) = follow(&client, ar, i, tx.clone(), Some(own_writes.clone()));
             stores.push(store);
             tasks.push(AbortOnDrop(task));
         }
@@ -470,6 +523,7 @@ impl SyncController {
             labels,
             client,
             stores,
+            own_writes,
             keys: tx.clone(),
             tasks: Mutex::new(tasks),
         });
@@ -606,7 +660,10 @@ impl SyncController {
             (true, None) => {
                 let want: DynamicObject = serde_json::from_value(desired(&object))?;
                 match member_api.create(&PostParams::default(), &want).await {
-                    Ok(_) => "Synced",
+                    Ok(made) => {
+                        m.wrote(key, &made);
+                        "Synced"
+                    }
                     Err(kube::Error::Api(e)) if e.code == 409 => return Err(LookAgain.into()),
                     Err(e) => return Err(e.into()),
                 }
@@ -627,9 +684,10 @@ impl SyncController {
                     let mut next = c.clone();
                     merge(&mut next, &want);
                     let next: DynamicObject = serde_json::from_value(next)?;
-                    member_api
+                    let made = member_api
                         .replace(name, &PostParams::default(), &next)
                         .await?;
+                    m.wrote(key, &made);
                 }
                 "Synced"
             }
