@@ -4,6 +4,7 @@
 //! types to the Ready clusters their selectors choose.
 
 pub mod cluster;
+pub mod copies;
 pub mod leader;
 pub mod members;
 pub mod metrics;

@@ -20,14 +20,16 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use kube::api::{ApiResource, DeleteParams, DynamicObject, PostParams};
+use kube::core::Request;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, ResourceExt as _};
+use kube::{Api, Client, Resource as _, ResourceExt as _};
 use serde_json::{Map, Value, json};
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 
 use crate::cluster::cluster_resource;
+use crate::copies::{Copies, Copy, Judge, Raw};
 use crate::members;
 use crate::metrics::Metrics;
 use crate::selector::Selector;
@@ -141,8 +143,7 @@ pub async fn enabled_types(
     Ok(out)
 }
 
-/// One object of one type: (type index, namespace, name).
-type Key = (usize, String, String);
+use crate::copies::Key;
 
 fn api(client: &Client, ar: &ApiResource, namespaced: bool, namespace: &str) -> Api<DynamicObject> {
     if namespaced {
@@ -161,18 +162,12 @@ fn object_ref(ar: &ApiResource, namespace: &str, name: &str) -> ObjectRef<Dynami
     }
 }
 
-/// The resourceVersion each object had when this controller last wrote it in a member:
-/// the watch event of its own write tells it nothing new.
-type OwnWrites = Arc<Mutex<HashMap<Key, String>>>;
-
-/// Runs a reflector into a new store, sending the key of every object it sees, except
-/// the objects as `own` says this controller just wrote them.
+/// Runs a reflector into a new store, sending the key of every object it sees.
 fn follow(
     client: &Client,
     ar: &ApiResource,
     index: usize,
     keys: mpsc::UnboundedSender<Key>,
-    own: Option<OwnWrites>,
 ) -> (Store<DynamicObject>, JoinHandle<()>) {
     let writer = reflector::store::Writer::new(ar.clone());
     let store = writer.as_reader();
@@ -182,8 +177,7 @@ fn follow(
     )
     .default_backoff();
     let task = tokio::spawn(async move {
-        // managedFields are never read here and are often the bulk of an object: the
-        // caches hold every object of every member, so they go before they are kept.
+        // managedFields are never read here and are often the bulk of an object.
         let stream = stream.modify(|o| o.managed_fields_mut().clear());
         let mut objects = reflector::reflector(writer, stream)
             .touched_objects()
@@ -192,20 +186,20 @@ fn follow(
             if let Ok(o) = o {
                 let ns = o.metadata.namespace.clone().unwrap_or_default();
                 let name = o.metadata.name.clone().unwrap_or_default();
-                let key = (index, ns, name);
-                if let Some(own) = &own {
-                    let written = own.lock().expect("not poisoned").remove(&key);
-                    if written.is_some() && written == o.metadata.resource_version {
-                        continue;
-                    }
-                }
-                if keys.send(key).is_err() {
+                if keys.send((index, ns, name)).is_err() {
                     return;
                 }
             }
         }
     });
     (store, task)
+}
+
+/// Which desired copy a copy holds: a hash of its JSON text.
+pub fn fingerprint(desired: &Value) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    desired.to_string().hash(&mut h);
+    h.finish()
 }
 
 /// What a member copy is made of: name, namespace, labels, annotations (and the marker),
@@ -270,13 +264,6 @@ fn merge(have: &mut Value, want: &Value) {
     }
 }
 
-fn is_managed(object: &Value) -> bool {
-    object.pointer(&format!(
-        "/metadata/annotations/{}",
-        MANAGED.replace('/', "~1")
-    )) == Some(&json!("true"))
-}
-
 fn finalizers(object: &Value) -> Vec<String> {
     object["metadata"]["finalizers"]
         .as_array()
@@ -286,26 +273,14 @@ fn finalizers(object: &Value) -> Vec<String> {
         .collect()
 }
 
-/// A member cluster being kept in step: its client, caches, worker.
+/// A member cluster being kept in step: its client, what it holds, its worker.
 struct Member {
     labels: BTreeMap<String, String>,
     client: Client,
-    stores: Vec<Store<DynamicObject>>,
-    own_writes: OwnWrites,
+    copies: Vec<Arc<Copies>>,
     keys: mpsc::UnboundedSender<Key>,
-    /// Its reflectors and worker, which stop with it.
+    /// Its watches and worker, which stop with it.
     tasks: Mutex<Vec<AbortOnDrop>>,
-}
-
-impl Member {
-    fn wrote(&self, key: &Key, object: &DynamicObject) {
-        if let Some(rv) = &object.metadata.resource_version {
-            self.own_writes
-                .lock()
-                .expect("not poisoned")
-                .insert(key.clone(), rv.clone());
-        }
-    }
 }
 
 pub struct SyncController {
@@ -324,7 +299,7 @@ pub struct SyncController {
     states: Mutex<HashMap<Key, BTreeMap<String, String>>>,
     /// A hash of what each federated object's copies are made of, as last sent to the
     /// members.
-    fingerprints: Mutex<HashMap<Key, u64>>,
+    fingerprints: Mutex<HashMap<Key, (u64, bool)>>,
     /// State changes not yet written, by object; the publisher batches them.
     unpublished: Mutex<BTreeMap<Key, Vec<(String, String)>>>,
     publish: Notify,
@@ -386,7 +361,7 @@ impl SyncController {
         // These reflectors run as long as the process: their tasks are not kept.
         let (fed_tx, mut fed_rx) = mpsc::unbounded_channel::<Key>();
         for (i, (ar, _)) in self.types.iter().enumerate() {
-            let (store, _) = follow(&self.federation, ar, i, fed_tx.clone(), None);
+            let (store, _) = follow(&self.federation, ar, i, fed_tx.clone());
             self.federated.lock().expect("not poisoned").push(store);
         }
         for i in 0..self.types.len() {
@@ -398,7 +373,6 @@ impl SyncController {
             &cluster_resource(),
             usize::MAX,
             cluster_tx,
-            None,
         );
         let _ = clusters.wait_until_ready().await;
         self.clusters_changed(&clusters).await;
@@ -432,10 +406,8 @@ impl SyncController {
     /// or propagation state alone do not): the members look again only then.
     fn changed_for_members(&self, key: &Key) -> bool {
         let fingerprint = self.federated(key).map(|o| {
-            let mut h = std::hash::DefaultHasher::new();
-            desired(&o).to_string().hash(&mut h);
-            o["metadata"]["annotations"][ADOPT].to_string().hash(&mut h);
-            h.finish()
+            let adopt = o["metadata"]["annotations"][ADOPT] == "true";
+            (fingerprint(&desired(&o)), adopt)
         });
         let mut seen = self.fingerprints.lock().expect("not poisoned");
         match fingerprint {
@@ -506,24 +478,28 @@ impl SyncController {
         let secret = members::secret(&self.host, &self.namespace, cluster).await?;
         let client = members::client(cluster, secret.as_ref()).await?;
         let (tx, rx) = mpsc::unbounded_channel::<Key>();
-        let own_writes = OwnWrites::default();
-        let mut stores = Vec::new();
+        let weak_self = Arc::downgrade(self);
+        let judge: Judge = Arc::new(move |key: &Key, copy: &Raw| {
+            weak_self.upgrade().and_then(|this| this.judge(key, copy))
+        });
+        let mut copies = Vec::new();
         let mut tasks = Vec::new();
         for (i, (ar, _)) in self.types.iter().enumerate() {
-            let (store, task) = follow(&client, ar, i, tx.clone(), Some(own_writes.clone()));
-            stores.push(store);
-            tasks.push(AbortOnDrop(task));
+            let held = Arc::new(Copies::default());
+            let follow =
+                held.clone()
+                    .follow(client.clone(), ar.clone(), i, tx.clone(), judge.clone());
+            tasks.push(AbortOnDrop(tokio::spawn(follow)));
+            copies.push(held);
         }
-        // Filled before anyone reads them: a member just (re)started knows its copies only
-        // then (and a store's readiness wakes a single waiter, so it is awaited here alone).
-        for store in &stores {
-            let _ = store.wait_until_ready().await;
+        // A member just (re)started knows its copies once its first listings are in.
+        for held in &copies {
+            held.ready().await;
         }
         let member = Arc::new(Member {
             labels,
             client,
-            stores,
-            own_writes,
+            copies,
             keys: tx.clone(),
             tasks: Mutex::new(tasks),
         });
@@ -636,9 +612,8 @@ impl SyncController {
         if object.pointer("/metadata/deletionTimestamp").is_some() {
             return Ok(None);
         }
-        let copy = m.stores[*index]
-            .get(&object_ref(ar, ns, name))
-            .and_then(|o| serde_json::to_value(&*o).ok());
+        let copies = &m.copies[*index];
+        let copy = copies.get(ns, name);
         let annotations: Option<BTreeMap<String, String>> =
             serde_json::from_value(object["metadata"]["annotations"].clone()).ok();
         let selected = match Selector::of(annotations.as_ref()) {
@@ -646,10 +621,28 @@ impl SyncController {
             // Nowhere, and nothing removed (spec §5).
             Err(e) => return Ok(Some(format!("InvalidSelector: {e}"))),
         };
-        let member_api = api(&m.client, ar, *namespaced, ns);
+        let adopt = annotations
+            .as_ref()
+            .and_then(|a| a.get(ADOPT))
+            .is_some_and(|v| v == "true");
+        let want = desired(&object);
+        let print = fingerprint(&want);
+        // Records what the member now holds, as this write left it.
+        let wrote = |made: Raw| {
+            let copy = Copy {
+                managed: true,
+                resource_version: made.metadata.resource_version.unwrap_or_default(),
+                holds: Some(print),
+            };
+            copies.set(ns, name, copy);
+        };
+        let request = Request::new(DynamicObject::url_path(
+            ar,
+            namespaced.then_some(ns.as_str()),
+        ));
         let state = match (selected, copy) {
-            (false, Some(c)) if is_managed(&c) => {
-                member_api
+            (false, Some(c)) if c.managed => {
+                api(&m.client, ar, *namespaced, ns)
                     .delete(name, &DeleteParams::background())
                     .await
                     .map(|_| ())
@@ -658,41 +651,57 @@ impl SyncController {
             }
             (false, _) => "NotSelected",
             (true, None) => {
-                let want: DynamicObject = serde_json::from_value(desired(&object))?;
-                match member_api.create(&PostParams::default(), &want).await {
-                    Ok(made) => {
-                        m.wrote(key, &made);
-                        "Synced"
-                    }
+                let create = request.create(&PostParams::default(), serde_json::to_vec(&want)?)?;
+                match m.client.request::<Raw>(create).await {
+                    Ok(made) => wrote(made),
                     Err(kube::Error::Api(e)) if e.code == 409 => return Err(LookAgain.into()),
                     Err(e) => return Err(e.into()),
                 }
+                "Synced"
             }
-            (true, Some(c))
-                if !is_managed(&c)
-                    && annotations
-                        .as_ref()
-                        .and_then(|a| a.get(ADOPT))
-                        .map(String::as_str)
-                        != Some("true") =>
-            {
+            (true, Some(c)) if !c.managed && !adopt => {
                 "Conflict: a same-named object the federation did not create is there; left alone"
             }
+            (true, Some(c)) if c.managed && c.holds == Some(print) => "Synced",
             (true, Some(c)) => {
-                let want = desired(&object);
-                if !covers(&c, &want) {
-                    let mut next = c.clone();
+                // Not known to hold this version: read it, and write only what differs.
+                let read = request.get(name, &Default::default())?;
+                let have: Value = match m.client.request::<Value>(read).await {
+                    Ok(v) => v,
+                    Err(kube::Error::Api(e)) if e.code == 404 => return Err(LookAgain.into()),
+                    Err(e) => return Err(e.into()),
+                };
+                if covers(&have, &want) {
+                    copies.set(
+                        ns,
+                        name,
+                        Copy {
+                            holds: Some(print),
+                            ..c
+                        },
+                    );
+                } else {
+                    let mut next = have;
                     merge(&mut next, &want);
-                    let next: DynamicObject = serde_json::from_value(next)?;
-                    let made = member_api
-                        .replace(name, &PostParams::default(), &next)
-                        .await?;
-                    m.wrote(key, &made);
+                    let replace = request.replace(
+                        name,
+                        &PostParams::default(),
+                        serde_json::to_vec(&next)?,
+                    )?;
+                    wrote(m.client.request::<Raw>(replace).await?);
                 }
                 "Synced"
             }
         };
         Ok(Some(state.to_string()))
+    }
+
+    /// Which desired copy `copy`, as a member reports it, holds (spec §4.3 equivalence,
+    /// with what members fill in themselves left out).
+    fn judge(&self, key: &Key, copy: &Raw) -> Option<u64> {
+        let object = self.federated(key)?;
+        let want = desired(&object);
+        covers(&copy.object, &want).then(|| fingerprint(&want))
     }
 
     /// Records an object's state in a cluster; changes are written on the federated object
@@ -883,10 +892,7 @@ impl SyncController {
                 .collect();
             let mut waiting = false;
             for m in &members {
-                let copy = m.stores[*index].get(&object_ref(ar, ns, name));
-                if let Some(c) = copy
-                    && serde_json::to_value(&*c).is_ok_and(|c| is_managed(&c))
-                {
+                if m.copies[*index].get(ns, name).is_some_and(|c| c.managed) {
                     waiting = true;
                     api(&m.client, ar, *namespaced, ns)
                         .delete(name, &DeleteParams::background())

@@ -1,0 +1,233 @@
+//! What a member cluster holds of one federated type, as the sync controller needs to know
+//! it: for each object, whether Fellowship made it, its resourceVersion, and which version
+//! of the federated object it was last found (or written) to hold. The objects themselves
+//! are not kept: a federation of 100,000 objects in 10 clusters would otherwise hold a
+//! million copies in memory. A copy is judged when its watch event arrives, and read again
+//! from its cluster only when the federated object changes.
+
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use futures::StreamExt as _;
+use kube::api::{ApiResource, ObjectMeta};
+use kube::core::DynamicResourceScope;
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::{WatchStreamExt as _, watcher as watch};
+use kube::{Api, Client, Resource};
+use serde::Deserialize;
+use serde_json::Value;
+use tokio::sync::{mpsc, watch as signal};
+
+/// One object of one type: (type index, namespace, name).
+pub type Key = (usize, String, String);
+
+/// What is known of one copy in a member.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Copy {
+    /// It carries Fellowship's marker: it is the federation's to change or delete.
+    pub managed: bool,
+    pub resource_version: String,
+    /// The fingerprint of the desired copy this one was found or written to hold.
+    pub holds: Option<u64>,
+}
+
+/// An object as read from a member: its metadata, and the whole of it, to judge. Watch
+/// events reach a type through serde's buffering (their `object` is a tagged enum's
+/// content), so it is read as a JSON value rather than kept as text.
+#[derive(Clone, Debug)]
+pub struct Raw {
+    pub metadata: ObjectMeta,
+    pub object: Value,
+}
+
+impl<'de> Deserialize<'de> for Raw {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Raw, D::Error> {
+        let object = Value::deserialize(d)?;
+        let metadata = match object.get("metadata") {
+            Some(m) => ObjectMeta::deserialize(m).map_err(serde::de::Error::custom)?,
+            None => ObjectMeta::default(),
+        };
+        Ok(Raw { metadata, object })
+    }
+}
+
+impl Resource for Raw {
+    type DynamicType = ApiResource;
+    type Scope = DynamicResourceScope;
+
+    fn kind(ar: &ApiResource) -> Cow<'_, str> {
+        ar.kind.as_str().into()
+    }
+    fn group(ar: &ApiResource) -> Cow<'_, str> {
+        ar.group.as_str().into()
+    }
+    fn version(ar: &ApiResource) -> Cow<'_, str> {
+        ar.version.as_str().into()
+    }
+    fn api_version(ar: &ApiResource) -> Cow<'_, str> {
+        ar.api_version.as_str().into()
+    }
+    fn plural(ar: &ApiResource) -> Cow<'_, str> {
+        ar.plural.as_str().into()
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+impl Raw {
+    pub fn is_managed(&self) -> bool {
+        self.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(crate::sync::MANAGED))
+            .is_some_and(|v| v == "true")
+    }
+}
+
+/// Says which desired copy (by fingerprint) an object read from a member holds, if any.
+pub type Judge = Arc<dyn Fn(&Key, &Raw) -> Option<u64> + Send + Sync>;
+
+/// One member's copies of one type.
+pub struct Copies {
+    copies: Mutex<HashMap<(String, String), Copy>>,
+    ready: signal::Sender<bool>,
+}
+
+impl Copies {
+    pub fn get(&self, namespace: &str, name: &str) -> Option<Copy> {
+        self.copies
+            .lock()
+            .expect("not poisoned")
+            .get(&(namespace.to_string(), name.to_string()))
+            .cloned()
+    }
+
+    /// Records a copy this controller wrote or judged.
+    pub fn set(&self, namespace: &str, name: &str, copy: Copy) {
+        self.copies
+            .lock()
+            .expect("not poisoned")
+            .insert((namespace.to_string(), name.to_string()), copy);
+    }
+
+    /// Waits until the first listing is in.
+    pub async fn ready(&self) {
+        let _ = self.ready.subscribe().wait_for(|r| *r).await;
+    }
+
+    /// Follows the member's objects of type `index` for as long as the task runs, sending
+    /// the key of every copy that changed other than by this controller's own writes.
+    pub async fn follow(
+        self: Arc<Self>,
+        client: Client,
+        ar: ApiResource,
+        index: usize,
+        keys: mpsc::UnboundedSender<Key>,
+        judge: Judge,
+    ) {
+        let api = Api::<Raw>::all_with(client, &ar);
+        let mut events = watch(api, watcher::Config::default())
+            .default_backoff()
+            .boxed();
+        let mut listing: Option<HashSet<(String, String)>> = None;
+        while let Some(event) = events.next().await {
+            let changed: Vec<(String, String)> = match event {
+                Ok(Event::Init) => {
+                    listing = Some(HashSet::new());
+                    Vec::new()
+                }
+                Ok(Event::InitApply(o)) => {
+                    let id = id_of(&o);
+                    if let Some(l) = &mut listing {
+                        l.insert(id.clone());
+                    }
+                    self.applied(id, &o, index, &judge)
+                }
+                Ok(Event::InitDone) => {
+                    // Copies gone while the watch was down.
+                    let seen = listing.take().unwrap_or_default();
+                    let mut copies = self.copies.lock().expect("not poisoned");
+                    let gone: Vec<(String, String)> = copies
+                        .keys()
+                        .filter(|k| !seen.contains(*k))
+                        .cloned()
+                        .collect();
+                    for k in &gone {
+                        copies.remove(k);
+                    }
+                    drop(copies);
+                    self.ready.send_replace(true);
+                    gone
+                }
+                Ok(Event::Apply(o)) => self.applied(id_of(&o), &o, index, &judge),
+                Ok(Event::Delete(o)) => {
+                    let id = id_of(&o);
+                    self.copies.lock().expect("not poisoned").remove(&id);
+                    vec![id]
+                }
+                Err(e) => {
+                    tracing::debug!(resource = %ar.plural, error = %e, "member watch");
+                    Vec::new()
+                }
+            };
+            for (ns, name) in changed {
+                if keys.send((index, ns, name)).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Takes in an object the member reports; what changed, to reconcile.
+    fn applied(
+        &self,
+        id: (String, String),
+        o: &Raw,
+        index: usize,
+        judge: &Judge,
+    ) -> Vec<(String, String)> {
+        let rv = o.metadata.resource_version.clone().unwrap_or_default();
+        // The event of this controller's own write: known already.
+        if self
+            .copies
+            .lock()
+            .expect("not poisoned")
+            .get(&id)
+            .is_some_and(|c| c.resource_version == rv)
+        {
+            return Vec::new();
+        }
+        let key = (index, id.0.clone(), id.1.clone());
+        let copy = Copy {
+            managed: o.is_managed(),
+            resource_version: rv,
+            holds: judge(&key, o),
+        };
+        self.copies
+            .lock()
+            .expect("not poisoned")
+            .insert(id.clone(), copy);
+        vec![id]
+    }
+}
+
+impl Default for Copies {
+    fn default() -> Copies {
+        Copies {
+            copies: Mutex::new(HashMap::new()),
+            ready: signal::channel(false).0,
+        }
+    }
+}
+
+fn id_of(o: &Raw) -> (String, String) {
+    (
+        o.metadata.namespace.clone().unwrap_or_default(),
+        o.metadata.name.clone().unwrap_or_default(),
+    )
+}
