@@ -195,6 +195,19 @@ fn follow(
     (store, task)
 }
 
+/// What a write's reply says that matters here: the version it made. (The rest of the
+/// object is skipped unread.)
+#[derive(serde::Deserialize)]
+struct Written {
+    metadata: WrittenMeta,
+}
+
+#[derive(serde::Deserialize)]
+struct WrittenMeta {
+    #[serde(rename = "resourceVersion", default)]
+    resource_version: String,
+}
+
 /// Which desired copy a copy holds: a hash of its JSON text.
 pub fn fingerprint(desired: &Value) -> u64 {
     let mut h = std::hash::DefaultHasher::new();
@@ -628,10 +641,10 @@ impl SyncController {
         let want = desired(&object);
         let print = fingerprint(&want);
         // Records what the member now holds, as this write left it.
-        let wrote = |made: Raw| {
+        let wrote = |made: Written| {
             let copy = Copy {
                 managed: true,
-                resource_version: made.metadata.resource_version.unwrap_or_default(),
+                resource_version: made.metadata.resource_version,
                 holds: Some(print),
             };
             copies.set(ns, name, copy);
@@ -652,7 +665,7 @@ impl SyncController {
             (false, _) => "NotSelected",
             (true, None) => {
                 let create = request.create(&PostParams::default(), serde_json::to_vec(&want)?)?;
-                match m.client.request::<Raw>(create).await {
+                match m.client.request::<Written>(create).await {
                     Ok(made) => wrote(made),
                     Err(kube::Error::Api(e)) if e.code == 409 => return Err(LookAgain.into()),
                     Err(e) => return Err(e.into()),
@@ -688,7 +701,7 @@ impl SyncController {
                         &PostParams::default(),
                         serde_json::to_vec(&next)?,
                     )?;
-                    wrote(m.client.request::<Raw>(replace).await?);
+                    wrote(m.client.request::<Written>(replace).await?);
                 }
                 "Synced"
             }
