@@ -11,9 +11,7 @@ use support::{Env, until};
 /// gondor and rohan registered with their credentials.
 fn join(env: &Env) {
     for member in ["gondor", "rohan"] {
-        let secret = format!("{member}-credentials");
-        env.credentials(&secret, member);
-        env.cluster(member, &env.fleet.get(member).unwrap().server(), &secret);
+        env.join(member);
     }
 }
 

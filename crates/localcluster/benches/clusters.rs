@@ -17,15 +17,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use fellowship_localcluster::{Fleet, FleetConfig};
 use fellowship_testkit::https::{Target, configmap, request, send};
-use fellowship_testkit::{bench_runtime, cpu_time, env_number, memory};
+use fellowship_testkit::{bench_runtime, cpu_time, env_number, memory, mib};
 
 /// As the `local-clusters` binary.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-fn mib(bytes: u64) -> f64 {
-    bytes as f64 / (1 << 20) as f64
-}
 
 fn deployment(name: &str) -> Bytes {
     let body = serde_json::json!({

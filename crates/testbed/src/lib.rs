@@ -16,9 +16,16 @@ use fellowship_localcluster::{Fleet, FleetConfig, kubeconfig};
 use fellowship_storage::{EmbeddedConfig, EmbeddedStore};
 use serde_json::{Value, json};
 
+/// The bearer token of the federation API's administrator.
+pub const FEDERATION_TOKEN: &str = "federation-token";
+
 pub struct Env {
     pub runtime: tokio::runtime::Runtime,
     pub fleet: Fleet,
+    /// The federation API server: its port on loopback and the server itself (benchmarks
+    /// read its store).
+    pub federation_port: u16,
+    pub federation: Arc<App>,
     pub config: PathBuf,
     pub dir: tempfile::TempDir,
 }
@@ -26,21 +33,27 @@ pub struct Env {
 impl Env {
     /// Three local clusters (rivendell hosts the credentials) and the federation API.
     pub fn start() -> Env {
+        Env::start_with(3)
+    }
+
+    /// `count` local clusters, named in order (rivendell, gondor, rohan, ...; rivendell hosts
+    /// the credentials), and the federation API.
+    pub fn start_with(count: usize) -> Env {
         let dir = tempfile::tempdir().unwrap();
         let runtime = fellowship_testkit::bench_runtime();
         let fleet = runtime
             .block_on(Fleet::start(
-                FleetConfig::numbered(3, &[]),
+                FleetConfig::numbered(count, &[]),
                 dir.path(),
                 None,
             ))
             .unwrap();
         // The federation API server, in this process, with the fleet's serving certificate.
-        let federation_port = runtime.block_on(async {
+        let (federation_port, federation) = runtime.block_on(async {
             let store = Arc::new(EmbeddedStore::open(EmbeddedConfig::memory()).await.unwrap());
             let mut auth = Authenticator::default();
             auth.add_token(
-                "federation-token".into(),
+                FEDERATION_TOKEN.into(),
                 User {
                     name: "admin".into(),
                     uid: "1".into(),
@@ -49,13 +62,15 @@ impl Env {
             );
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let port = listener.local_addr().unwrap().port();
-            let app = App::new(
-                Surface::new(Registry::new(federation())),
-                store,
-                auth,
-                format!("127.0.0.1:{port}"),
-            )
-            .unwrap();
+            let app = Arc::new(
+                App::new(
+                    Surface::new(Registry::new(federation())),
+                    store,
+                    auth,
+                    format!("127.0.0.1:{port}"),
+                )
+                .unwrap(),
+            );
             app.ensure_namespaces(&["default"]).await.unwrap();
             let config = tls::server_config(&tls::TlsOptions {
                 cert_file: Some(dir.path().join("cluster.crt")),
@@ -65,11 +80,10 @@ impl Env {
                 hosts: Vec::new(),
             })
             .unwrap();
-            let app = Arc::new(app);
             // As federation-apiserver runs it: deleted namespaces are emptied and removed.
             tokio::spawn(fellowship_apiserver::namespaces::run(app.clone()));
-            tokio::spawn(server::serve(listener, config, app));
-            port
+            tokio::spawn(server::serve(listener, config, app.clone()));
+            (port, app)
         });
         let config = dir.path().join("kubeconfig");
         let mut contexts = fleet.contexts();
@@ -77,7 +91,7 @@ impl Env {
             name: "federation".into(),
             server: format!("https://127.0.0.1:{federation_port}"),
             ca_pem: fleet.ca_pem.clone(),
-            token: "federation-token".into(),
+            token: FEDERATION_TOKEN.into(),
         });
         kubeconfig::merge(&config, &contexts, Some("federation")).unwrap();
         let (ok, out) = kubectl(
@@ -89,6 +103,8 @@ impl Env {
         Env {
             runtime,
             fleet,
+            federation_port,
+            federation,
             config,
             dir,
         }
@@ -120,6 +136,19 @@ impl Env {
                 "data": {"token": b64(token), "ca.crt": b64(&self.fleet.ca_pem)},
             }),
         );
+    }
+
+    /// A member of the fleet registered as `kubefed join` leaves it: its credentials Secret
+    /// in the host and its Cluster in the federation.
+    pub fn join(&self, member: &str) {
+        let secret = format!("{member}-credentials");
+        self.credentials(&secret, member);
+        let server = self
+            .fleet
+            .get(member)
+            .expect("a member of the fleet")
+            .server();
+        self.cluster(member, &server, &secret);
     }
 
     pub fn cluster(&self, name: &str, server: &str, secret: &str) {
@@ -178,16 +207,20 @@ pub fn kubectl(config: &Path, context: &str, args: &[&str]) -> (bool, String) {
 
 /// A plain HTTP GET on loopback: the controller manager's own endpoint.
 pub fn http_get(port: u16, path: &str) -> String {
+    try_http_get(port, path).unwrap()
+}
+
+/// [`http_get`] for a server that may not be listening (yet).
+pub fn try_http_get(port: u16, path: &str) -> std::io::Result<String> {
     use std::io::{Read, Write};
-    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port))?;
     write!(
         conn,
         "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
+    )?;
     let mut response = String::new();
-    conn.read_to_string(&mut response).unwrap();
-    response
+    conn.read_to_string(&mut response)?;
+    Ok(response)
 }
 
 pub fn free_port() -> u16 {

@@ -207,6 +207,11 @@ pub fn memory(pid: Option<u32>) -> (u64, u64) {
     (kib("VmRSS:"), kib("VmHWM:"))
 }
 
+/// Bytes in MiB, as the benchmarks print memory.
+pub fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1 << 20) as f64
+}
+
 /// Resets a process's peak so the next [`memory`] reading measures from now (Linux
 /// `clear_refs` 5).
 pub fn reset_peak_memory(pid: Option<u32>) {

@@ -1,0 +1,713 @@
+//! Propagation benchmark (issue 5): the controller manager, run as a child process so that
+//! its memory is its own, propagates ConfigMaps from the federation API server to local
+//! member clusters (both in this process), against the direct-write baseline of the local
+//! clusters measured in the same run.
+//!
+//! - Baseline: a separate, identical fleet takes as many ConfigMaps per cluster as the burst
+//!   creates in the federation, by direct writes with the load client of the clusters
+//!   benchmark (same 1 KiB ConfigMaps, the same connections per server).
+//! - Burst: ConfigMaps created in the federation as fast as the load client goes; the time
+//!   from the first create until every member holds every copy, and its ratio to the
+//!   baseline.
+//! - Steady: creates at a steady rate; latency from each create's acknowledgement to its
+//!   last member copy, p50 and p99.
+//! - Cold start: the federation brought to its full count of objects in sync, the
+//!   controller manager killed (SIGKILL) and started again; the time until its metrics say
+//!   every cluster has reconciled them all and has nothing pending.
+//!
+//! The controller manager's memory (resident now, and its peak during the phase) and CPU
+//! are printed after each phase. Member copies are seen through each member's store watch,
+//! in process: a copy exists from the moment its cluster commits it, and the machine does
+//! none of the work an HTTPS watch per member would add.
+//!
+//! `cargo bench -p fellowship-controllers --bench propagation`
+//! Sizes: `FELLOWSHIP_BENCH_CLUSTERS` (10), `FELLOWSHIP_BENCH_CONFIGMAPS` (10000: the burst,
+//! and what the baseline writes to each cluster), `FELLOWSHIP_BENCH_RATE` (100 creates/s)
+//! for `FELLOWSHIP_BENCH_STEADY_SECONDS` (25), `FELLOWSHIP_BENCH_FEDERATED` (30000 objects
+//! at the cold start; 100000 measures the memory target), `FELLOWSHIP_BENCH_CONNECTIONS`
+//! (4 per server), `FELLOWSHIP_BENCH_TIMEOUT` (900: seconds any one wait may last).
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use fellowship_apimachinery::ResourceKind;
+use fellowship_apiserver::App;
+use fellowship_apiserver::objects::present;
+use fellowship_controllers::sync::PROPAGATION;
+use fellowship_localcluster::{Fleet, FleetConfig};
+use fellowship_storage::{Error as StoreError, EventKind, KeyValue, ListOptions};
+use fellowship_testkit::https::{Target, configmap, request, send};
+use fellowship_testkit::{cpu_time, env_number, memory, mib, reset_peak_memory};
+use futures::StreamExt;
+use support::{Env, FEDERATION_TOKEN, Manager};
+
+const NAMESPACE: &str = "default";
+const CONFIGMAPS: &str = "/api/v1/namespaces/default/configmaps";
+/// Every federated ConfigMap's name starts so; anything else in a member is not counted.
+const PREFIX: &str = "fed-";
+const GIB: f64 = (1u64 << 30) as f64;
+/// A wait for copies that sees none arrive for this long gives up: the controller manager
+/// has stopped propagating, and waiting the full timeout would only hide it.
+const STALL: Duration = Duration::from_secs(60);
+
+fn verdict(met: bool) -> &'static str {
+    if met { "MET" } else { "MISSED" }
+}
+
+/// Creates `names` as ConfigMaps on one server over `connections` connections, each taking
+/// every `connections`-th name in turn.
+async fn create_all(
+    target: Arc<Target>,
+    token: String,
+    names: Arc<Vec<String>>,
+    connections: usize,
+) {
+    let tasks: Vec<_> = (0..connections)
+        .map(|c| {
+            let (target, token, names) = (target.clone(), token.clone(), names.clone());
+            tokio::spawn(async move {
+                let mut conn = target.connect().await;
+                for name in names.iter().skip(c).step_by(connections) {
+                    let req = request(&token, "POST", CONFIGMAPS, configmap(name));
+                    let status = send(&mut conn, req).await;
+                    assert_eq!(status, 201, "creating {name} on port {}", target.port);
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("a writer panicked");
+    }
+}
+
+/// The member copies seen so far: for each name, how many clusters hold it and when the
+/// last of them got it.
+struct Copies {
+    clusters: usize,
+    seen: Mutex<Seen>,
+}
+
+#[derive(Default)]
+struct Seen {
+    names: HashMap<String, (usize, Instant)>,
+    /// By phase, the part of a name after [`PREFIX`] and before the next `-`.
+    phases: HashMap<String, Progress>,
+}
+
+#[derive(Clone, Copy, Default)]
+struct Progress {
+    copies: usize,
+    /// Names every cluster holds, and when the latest of them became so.
+    complete: usize,
+    last: Option<Instant>,
+}
+
+fn phase_of(name: &str) -> &str {
+    name.strip_prefix(PREFIX)
+        .and_then(|n| n.split('-').next())
+        .unwrap_or_default()
+}
+
+impl Copies {
+    fn add(&self, name: &str, at: Instant) {
+        let mut seen = self.seen.lock().expect("not poisoned");
+        let entry = seen.names.entry(name.to_string()).or_insert((0, at));
+        entry.0 += 1;
+        entry.1 = at;
+        let complete = entry.0 == self.clusters;
+        let phase = seen.phases.entry(phase_of(name).to_string()).or_default();
+        phase.copies += 1;
+        if complete {
+            phase.complete += 1;
+            phase.last = Some(at);
+        }
+    }
+
+    fn progress(&self, phase: &str) -> Progress {
+        let seen = self.seen.lock().expect("not poisoned");
+        seen.phases.get(phase).copied().unwrap_or_default()
+    }
+
+    /// When the last copy of `name` arrived, if every cluster holds it.
+    fn completed(&self, name: &str) -> Option<Instant> {
+        let seen = self.seen.lock().expect("not poisoned");
+        seen.names
+            .get(name)
+            .filter(|(n, _)| *n == self.clusters)
+            .map(|(_, at)| *at)
+    }
+
+    /// Waits until `names` objects of `phase` are in every cluster; when the last of them
+    /// got there. `None` (with what was seen) after `limit`, or once no copy has arrived
+    /// for [`STALL`].
+    async fn until_complete(&self, phase: &str, names: usize, limit: Duration) -> Option<Instant> {
+        let started = Instant::now();
+        let mut told = started;
+        let (mut before, mut moved) = (usize::MAX, started);
+        loop {
+            let Progress {
+                copies,
+                complete,
+                last,
+            } = self.progress(phase);
+            if complete >= names {
+                return Some(last.unwrap_or(started));
+            }
+            if copies != before {
+                (before, moved) = (copies, Instant::now());
+            }
+            if told.elapsed() >= Duration::from_secs(10) {
+                told = Instant::now();
+                eprintln!(
+                    "  ... {:.0} s: {copies} copies seen, {complete} of {names} objects in every cluster",
+                    started.elapsed().as_secs_f64()
+                );
+            }
+            let stalled = moved.elapsed() > STALL;
+            if stalled || started.elapsed() > limit {
+                println!(
+                    "{phase}: gave up after {:.0} s{}: {complete} of {names} objects in every cluster ({copies} copies)",
+                    started.elapsed().as_secs_f64(),
+                    if stalled {
+                        ", no new copy for a minute"
+                    } else {
+                        ""
+                    }
+                );
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn name_of(kv: &KeyValue) -> &str {
+    kv.key.rsplit('/').next().unwrap_or_default()
+}
+
+/// The ConfigMaps of `default` in a server's store, as stored, and the revision read at.
+async fn stored_configmaps(app: &App) -> (Vec<KeyValue>, u64) {
+    let prefix = configmaps(app).key(NAMESPACE, "");
+    let mut options = ListOptions {
+        limit: Some(5000),
+        ..Default::default()
+    };
+    let mut items = Vec::new();
+    loop {
+        let page = app
+            .rest
+            .store
+            .list(&prefix, options.clone())
+            .await
+            .expect("list");
+        items.extend(page.items);
+        match page.continue_token {
+            Some(token) => options.continue_token = Some(token),
+            None => return (items, page.revision),
+        }
+    }
+}
+
+fn configmaps(app: &App) -> Arc<ResourceKind> {
+    app.surface
+        .registry
+        .get("", "v1", "configmaps")
+        .expect("the server serves configmaps")
+        .clone()
+}
+
+/// Follows one member's ConfigMaps in its store, adding each new federated one to `copies`.
+/// A watch dropped for falling behind resumes from a fresh list: nothing missed, nothing
+/// counted twice.
+async fn observe(app: Arc<App>, copies: Arc<Copies>) {
+    let store = app.rest.store.clone();
+    let prefix = configmaps(&app).key(NAMESPACE, "");
+    let mut known: HashSet<Arc<str>> = HashSet::new();
+    let note = |kv: &KeyValue, known: &mut HashSet<Arc<str>>| {
+        if name_of(kv).starts_with(PREFIX) && known.insert(kv.key.clone()) {
+            copies.add(name_of(kv), Instant::now());
+        }
+    };
+    let mut after = store.current_revision().await.expect("a member's revision");
+    loop {
+        match store.watch(&prefix, after).await {
+            Ok(mut events) => {
+                while let Some(event) = events.next().await {
+                    match event {
+                        Ok(e) if e.kind == EventKind::Added => note(&e.kv, &mut known),
+                        Ok(_) => {}
+                        Err(StoreError::TooOld { .. }) => break,
+                        Err(e) => panic!("a member's watch failed: {e}"),
+                    }
+                }
+            }
+            Err(StoreError::TooOld { .. }) => {}
+            Err(e) => panic!("a member's watch failed: {e}"),
+        }
+        // Fell behind: what the member holds now (dated now, so a little late), then on from
+        // there.
+        let (items, revision) = stored_configmaps(&app).await;
+        for kv in &items {
+            note(kv, &mut known);
+        }
+        after = revision;
+    }
+}
+
+/// Waits until every federated ConfigMap says, in its propagation annotation, that all
+/// `clusters` hold it: the controller manager has recorded the state a restart starts from.
+/// `None` after `limit`, or once the count of the others has not fallen for [`STALL`].
+async fn until_reported(federation: &App, clusters: usize, limit: Duration) -> Option<()> {
+    let started = Instant::now();
+    let kind = configmaps(federation);
+    let (mut before, mut moved) = (usize::MAX, started);
+    loop {
+        let (items, _) = stored_configmaps(federation).await;
+        let unreported = items
+            .iter()
+            .filter(|kv| name_of(kv).starts_with(PREFIX))
+            .filter(|kv| {
+                let object = present(kv, &kind).expect("a stored ConfigMap");
+                let states: HashMap<String, String> = object["metadata"]["annotations"]
+                    [PROPAGATION]
+                    .as_str()
+                    .and_then(|a| serde_json::from_str(a).ok())
+                    .unwrap_or_default();
+                states.len() < clusters || states.values().any(|s| s != "Synced")
+            })
+            .count();
+        if unreported == 0 {
+            return Some(());
+        }
+        if unreported < before {
+            (before, moved) = (unreported, Instant::now());
+        }
+        if moved.elapsed() > STALL || started.elapsed() > limit {
+            println!(
+                "gave up after {:.0} s: {unreported} federated ConfigMaps do not say every cluster has them",
+                started.elapsed().as_secs_f64()
+            );
+            return None;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+/// Waits until the federation's store has taken no write for a second: the controller
+/// manager has finished what the last phase gave it, its status reports included. How
+/// long after `since` the last write came; `None` after `limit`.
+async fn until_quiet(federation: &App, since: Instant, limit: Duration) -> Option<Duration> {
+    let store = &federation.rest.store;
+    let mut last = store.current_revision().await.expect("revision");
+    let mut changed = Instant::now();
+    while changed.elapsed() < Duration::from_secs(1) {
+        if since.elapsed() > limit {
+            println!("gave up waiting for the federation to go quiet");
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = store.current_revision().await.expect("revision");
+        if now != last {
+            (last, changed) = (now, Instant::now());
+        }
+    }
+    Some(changed.duration_since(since))
+}
+
+/// The sync controller's figures on the controller manager's `/metrics`: by cluster,
+/// (reconciles done, keys pending). Empty while it does not answer.
+async fn sync_metrics(port: u16) -> HashMap<String, (u64, u64)> {
+    let text = tokio::task::spawn_blocking(move || support::try_http_get(port, "/metrics"))
+        .await
+        .expect("metrics reader")
+        .unwrap_or_default();
+    let mut out: HashMap<String, (u64, u64)> = HashMap::new();
+    for line in text.lines() {
+        let (which, rest) = if let Some(r) = line.strip_prefix("federation_sync_reconciles_total{")
+        {
+            (0, r)
+        } else if let Some(r) = line.strip_prefix("federation_sync_pending{") {
+            (1, r)
+        } else {
+            continue;
+        };
+        let Some((labels, value)) = rest.split_once("} ") else {
+            continue;
+        };
+        let Some(cluster) = labels
+            .strip_prefix("cluster=\"")
+            .and_then(|l| l.strip_suffix('"'))
+        else {
+            continue;
+        };
+        let value: u64 = value.trim().parse().unwrap_or(0);
+        let entry = out.entry(cluster.to_string()).or_default();
+        if which == 0 {
+            entry.0 = value;
+        } else {
+            entry.1 = value;
+        }
+    }
+    out
+}
+
+/// Writes so far: the federation's store revision and the sum of the members'.
+async fn revisions(env: &Env) -> (u64, u64) {
+    let mut members = 0;
+    for c in &env.fleet.clusters {
+        members += c.app.rest.store.current_revision().await.expect("revision");
+    }
+    let federation = env.federation.rest.store.current_revision().await;
+    (federation.expect("revision"), members)
+}
+
+/// One phase's CPU, writes and controller-manager memory, from its start.
+struct Phase<'a> {
+    env: &'a Env,
+    pid: u32,
+    started: Instant,
+    manager_cpu: Duration,
+    bench_cpu: Duration,
+    revisions: (u64, u64),
+}
+
+/// What a phase cost.
+struct Figures {
+    /// The controller manager's peak resident memory in the phase.
+    peak: u64,
+    manager_cpu: Duration,
+    federation_writes: u64,
+}
+
+impl<'a> Phase<'a> {
+    async fn start(env: &'a Env, manager: &Manager) -> Phase<'a> {
+        let pid = manager.0.id();
+        reset_peak_memory(Some(pid));
+        Phase {
+            env,
+            pid,
+            started: Instant::now(),
+            manager_cpu: cpu_time(Some(pid)),
+            bench_cpu: cpu_time(None),
+            revisions: revisions(env).await,
+        }
+    }
+
+    /// Prints the phase's figures.
+    async fn end(&self, what: &str) -> Figures {
+        let took = self.started.elapsed().as_secs_f64();
+        let share = |d: Duration| d.as_secs_f64() / took * 100.0;
+        let (rss, peak) = memory(Some(self.pid));
+        let manager_cpu = cpu_time(Some(self.pid)).saturating_sub(self.manager_cpu);
+        let (federation, members) = revisions(self.env).await;
+        let federation_writes = federation - self.revisions.0;
+        println!(
+            "  {what}: controller-manager {:.0} MiB resident, peak {:.0} MiB; CPU over {took:.1} s: controller-manager {:.0}%, this process (servers, load, watches) {:.0}% of one core; writes: {federation_writes} to the federation, {} to the members",
+            mib(rss),
+            mib(peak),
+            share(manager_cpu),
+            share(cpu_time(None).saturating_sub(self.bench_cpu)),
+            members - self.revisions.1,
+        );
+        Figures {
+            peak,
+            manager_cpu,
+            federation_writes,
+        }
+    }
+}
+
+/// The controller manager against the federation, serving its metrics on a port of its own.
+fn start_manager(env: &Env) -> (Manager, u16) {
+    let port = support::free_port();
+    let manager = support::manager(env, &[&format!("--port={port}"), "--address=127.0.0.1"]);
+    (manager, port)
+}
+
+fn main() {
+    let clusters = env_number("FELLOWSHIP_BENCH_CLUSTERS", 10);
+    let burst = env_number("FELLOWSHIP_BENCH_CONFIGMAPS", 10_000);
+    let rate = env_number("FELLOWSHIP_BENCH_RATE", 100).max(1);
+    let steady_seconds = env_number("FELLOWSHIP_BENCH_STEADY_SECONDS", 25);
+    let federated = env_number("FELLOWSHIP_BENCH_FEDERATED", 30_000);
+    let connections = env_number("FELLOWSHIP_BENCH_CONNECTIONS", 4).max(1);
+    let limit = Duration::from_secs(env_number("FELLOWSHIP_BENCH_TIMEOUT", 900) as u64);
+
+    let env = Env::start_with(clusters);
+    let names: Vec<String> = env
+        .fleet
+        .clusters
+        .iter()
+        .map(|c| c.config.name.clone())
+        .collect();
+    println!(
+        "propagation benchmark: {clusters} local member clusters and the federation API server in this process, the controller manager a child process; 2 cores"
+    );
+    let micros = |cpu: Duration, n: usize| cpu.as_secs_f64() * 1e6 / n.max(1) as f64;
+
+    // Baseline: the same writes straight to an identical fleet, which then goes away.
+    let total_copies = clusters * burst;
+    let (direct, direct_cpu) = env.runtime.block_on(async {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let fleet = Fleet::start(FleetConfig::numbered(clusters, &[]), dir.path(), None)
+            .await
+            .expect("the baseline fleet");
+        let names: Arc<Vec<String>> = Arc::new(
+            (0..burst)
+                .map(|i| format!("{PREFIX}direct-{i:06}"))
+                .collect(),
+        );
+        let cpu = cpu_time(None);
+        let started = Instant::now();
+        let writers: Vec<_> = fleet
+            .clusters
+            .iter()
+            .map(|c| {
+                let target = Arc::new(Target::new(c.port, fleet.ca_pem.as_bytes()));
+                tokio::spawn(create_all(
+                    target,
+                    c.token.clone(),
+                    names.clone(),
+                    connections,
+                ))
+            })
+            .collect();
+        for w in writers {
+            w.await.expect("a cluster's writers panicked");
+        }
+        let took = started.elapsed();
+        let cpu = cpu_time(None).saturating_sub(cpu);
+        fleet.stop();
+        (took, cpu)
+    });
+    println!(
+        "baseline: {total_copies} ConfigMaps written directly ({burst} to each of {clusters} clusters, {connections} connections each) in {:.2} s: {:.0} objects/s, {:.0} us of CPU each (load client and servers)",
+        direct.as_secs_f64(),
+        total_copies as f64 / direct.as_secs_f64(),
+        micros(direct_cpu, total_copies)
+    );
+
+    // Every cluster a member; the controller manager started once they are registered.
+    for name in &names {
+        env.join(name);
+    }
+    let (manager, _) = start_manager(&env);
+    let ready: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "Ready")).collect();
+    env.until_status(&ready);
+
+    let copies = Arc::new(Copies {
+        clusters,
+        seen: Mutex::new(Seen::default()),
+    });
+    let fed = Arc::new(Target::new(
+        env.federation_port,
+        env.fleet.ca_pem.as_bytes(),
+    ));
+    let token = FEDERATION_TOKEN.to_string();
+    let mut peak = 0u64;
+    // Each phase goes on after one that did not finish: what it measures is then printed
+    // with what it missed.
+    let total = env.runtime.block_on(async {
+        for c in &env.fleet.clusters {
+            tokio::spawn(observe(c.app.clone(), copies.clone()));
+        }
+        // Burst.
+        let phase = Phase::start(&env, &manager).await;
+        let names: Arc<Vec<String>> = Arc::new((0..burst).map(|i| format!("{PREFIX}burst-{i:06}")).collect());
+        let started = Instant::now();
+        create_all(fed.clone(), token.clone(), names, connections).await;
+        let created = started.elapsed().as_secs_f64();
+        println!(
+            "burst: {burst} ConfigMaps created in the federation in {created:.2} s ({:.0}/s)",
+            burst as f64 / created
+        );
+        let burst_done = copies.until_complete("burst", burst, limit).await;
+        match burst_done {
+            Some(done) => {
+                let took = done.duration_since(started);
+                let ratio = took.as_secs_f64() / direct.as_secs_f64();
+                println!(
+                    "  all {total_copies} member copies after {:.2} s: {:.0} copies/s",
+                    took.as_secs_f64(),
+                    total_copies as f64 / took.as_secs_f64()
+                );
+                println!(
+                    "  ratio to direct writes: {ratio:.2} (target <= 1.5): {}",
+                    verdict(ratio <= 1.5)
+                );
+            }
+            None => println!("  ratio to direct writes: none, the copies never all arrived (target <= 1.5): MISSED"),
+        }
+        if let Some(quiet) = until_quiet(&env.federation, started, limit).await {
+            println!(
+                "  the federation quiet (propagation states and events written) {:.2} s after the first create",
+                quiet.as_secs_f64()
+            );
+        }
+        let figures = phase.end("burst").await;
+        println!(
+            "  per object created: {:.1} writes to the federation (its create included); controller-manager CPU {:.0} us per member copy",
+            figures.federation_writes as f64 / burst.max(1) as f64,
+            micros(figures.manager_cpu, total_copies)
+        );
+        peak = peak.max(figures.peak);
+
+        // Steady: each of `connections` writers takes every `connections`-th tick.
+        let phase = Phase::start(&env, &manager).await;
+        let count = rate * steady_seconds;
+        let period = Duration::from_secs(1) / rate as u32;
+        let begin = tokio::time::Instant::now() + Duration::from_millis(50);
+        let writers: Vec<_> = (0..connections)
+            .map(|w| {
+                let (target, token) = (fed.clone(), token.clone());
+                tokio::spawn(async move {
+                    let mut conn = target.connect().await;
+                    let mut tick = tokio::time::interval_at(
+                        begin + period * w as u32,
+                        period * connections as u32,
+                    );
+                    let mut acks = Vec::new();
+                    for i in (w..count).step_by(connections) {
+                        tick.tick().await;
+                        let name = format!("{PREFIX}steady-{i:06}");
+                        let req = request(&token, "POST", CONFIGMAPS, configmap(&name));
+                        let status = send(&mut conn, req).await;
+                        assert_eq!(status, 201, "creating {name} in the federation");
+                        acks.push((name, Instant::now()));
+                    }
+                    acks
+                })
+            })
+            .collect();
+        let mut acks = Vec::new();
+        for w in writers {
+            acks.extend(w.await.expect("a steady writer panicked"));
+        }
+        let offered = phase.started.elapsed().as_secs_f64();
+        let steady_done = copies.until_complete("steady", count, limit).await.is_some();
+        let mut latencies: Vec<Duration> = acks
+            .iter()
+            .filter_map(|(name, ack)| Some(copies.completed(name)?.saturating_duration_since(*ack)))
+            .collect();
+        latencies.sort();
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        if let Some(max) = latencies.last() {
+            let at = |q: f64| latencies[((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len()) - 1];
+            let (p50, p99) = (at(0.50), at(0.99));
+            println!(
+                "steady: {count} creates at {rate}/s ({:.0}/s achieved): from a create's acknowledgement to its last member copy p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms{}",
+                count as f64 / offered,
+                ms(p50),
+                ms(p99),
+                ms(*max),
+                if steady_done { String::new() } else { format!(" (of the {} that reached every cluster)", latencies.len()) }
+            );
+            println!(
+                "  p99 under 100 ms: {}",
+                verdict(steady_done && p99 < Duration::from_millis(100))
+            );
+        } else {
+            println!("steady: {count} creates at {rate}/s: none reached every cluster; p99 under 100 ms: MISSED");
+        }
+        until_quiet(&env.federation, Instant::now(), limit).await;
+        peak = peak.max(phase.end("steady").await.peak);
+
+        // The federation brought to its full count, in sync, before the kill.
+        let phase = Phase::start(&env, &manager).await;
+        let existing = burst + count;
+        let fill = federated.saturating_sub(existing);
+        let names: Arc<Vec<String>> = Arc::new((0..fill).map(|i| format!("{PREFIX}fill-{i:06}")).collect());
+        let started = Instant::now();
+        create_all(fed.clone(), token.clone(), names, connections).await;
+        let fill_done = copies.until_complete("fill", fill, limit).await.is_some();
+        let synced = started.elapsed().as_secs_f64();
+        let in_sync = burst_done.is_some()
+            && steady_done
+            && fill_done
+            && until_reported(&env.federation, clusters, limit).await.is_some();
+        let quiet = until_quiet(&env.federation, started, limit).await;
+        println!(
+            "fill: {fill} more created: {} federated objects x {clusters} clusters{}",
+            existing + fill,
+            if fill_done {
+                format!(", every copy in {synced:.2} s")
+            } else {
+                String::new()
+            }
+        );
+        match quiet.filter(|_| in_sync) {
+            Some(quiet) => println!(
+                "  every state recorded and the federation quiet {:.2} s after the first create",
+                quiet.as_secs_f64()
+            ),
+            None => println!(
+                "  not all in sync before the kill: the cold start below also converges what is missing"
+            ),
+        }
+        let what = format!("holding {} x {clusters}", existing + fill);
+        peak = peak.max(phase.end(&what).await.peak);
+        existing + fill
+    });
+    drop(manager);
+
+    // Cold start: a fresh controller manager over everything in sync.
+    let started = Instant::now();
+    let (manager, metrics_port) = start_manager(&env);
+    let figures = env.runtime.block_on(async {
+        let phase = Phase::start(&env, &manager).await;
+        let mut all_started = None;
+        loop {
+            let m = sync_metrics(metrics_port).await;
+            if all_started.is_none() && m.len() >= clusters {
+                all_started = Some(started.elapsed());
+            }
+            let in_sync = m.len() >= clusters
+                && m.values()
+                    .all(|(done, pending)| *done >= total as u64 && *pending == 0);
+            if in_sync {
+                let took = started.elapsed();
+                println!(
+                    "cold start: {total} federated objects x {clusters} clusters verified in sync {:.2} s after the start (every cluster reporting after {:.2} s)",
+                    took.as_secs_f64(),
+                    all_started.unwrap_or(took).as_secs_f64()
+                );
+                println!(
+                    "  cold start under 30 s: {}",
+                    verdict(took < Duration::from_secs(30))
+                );
+                break;
+            }
+            if started.elapsed() > limit {
+                println!(
+                    "cold start: not verified in {:.0} s; the sync metrics (reconciles, pending) say {m:?}",
+                    limit.as_secs_f64()
+                );
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        phase.end("cold start").await
+    });
+    peak = peak.max(figures.peak);
+    let at_target = total >= 100_000 && clusters >= 10;
+    println!(
+        "controller-manager peak memory: {:.0} MiB with {total} objects x {clusters} clusters ({:.1} KiB per member copy)",
+        mib(peak),
+        peak as f64 / 1024.0 / (total * clusters) as f64
+    );
+    if at_target {
+        println!(
+            "  under 1 GiB with 100,000 x 10: {}",
+            verdict((peak as f64) < GIB)
+        );
+    } else {
+        println!(
+            "  the target (under 1 GiB) is for 100,000 objects x 10 clusters: FELLOWSHIP_BENCH_FEDERATED=100000 measures it"
+        );
+    }
+    drop(manager);
+}
