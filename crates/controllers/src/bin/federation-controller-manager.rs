@@ -13,6 +13,11 @@ use fellowship_controllers::metrics::Metrics;
 use fellowship_controllers::options::SERVICE_DNS;
 use fellowship_controllers::sync::{self, SyncController};
 
+/// Propagation allocates and frees at a high rate: mimalloc serves it markedly faster than
+/// the system allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() {
     let options = Options::parse();
