@@ -25,7 +25,7 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource as _, ResourceExt as _};
 use serde_json::{Map, Value, json};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 
 use crate::cluster::cluster_resource;
@@ -162,7 +162,10 @@ fn object_ref(ar: &ApiResource, namespace: &str, name: &str) -> ObjectRef<Dynami
     }
 }
 
-/// Runs a reflector into a new store, sending the key of every object it sees.
+/// Runs a reflector into a new store, sending the key of every object it sees. A relisting
+/// (after a watch fell too far behind) replaces the store's contents only when it is
+/// complete, so the keys it brings are sent then: reconciled earlier, they would find the
+/// old contents, and an object created meanwhile would look gone.
 fn follow(
     client: &Client,
     ar: &ApiResource,
@@ -179,14 +182,28 @@ fn follow(
     let task = tokio::spawn(async move {
         // managedFields are never read here and are often the bulk of an object.
         let stream = stream.modify(|o| o.managed_fields_mut().clear());
-        let mut objects = reflector::reflector(writer, stream)
-            .touched_objects()
-            .boxed();
-        while let Some(o) = objects.next().await {
-            if let Ok(o) = o {
-                let ns = o.metadata.namespace.clone().unwrap_or_default();
-                let name = o.metadata.name.clone().unwrap_or_default();
-                if keys.send((index, ns, name)).is_err() {
+        let mut events = reflector::reflector(writer, stream).boxed();
+        let key = |o: &DynamicObject| {
+            let ns = o.metadata.namespace.clone().unwrap_or_default();
+            (index, ns, o.metadata.name.clone().unwrap_or_default())
+        };
+        let mut listing: Vec<Key> = Vec::new();
+        while let Some(event) = events.next().await {
+            let ready: Vec<Key> = match event {
+                Ok(watcher::Event::Init) => {
+                    listing.clear();
+                    Vec::new()
+                }
+                Ok(watcher::Event::InitApply(o)) => {
+                    listing.push(key(&o));
+                    Vec::new()
+                }
+                Ok(watcher::Event::InitDone) => std::mem::take(&mut listing),
+                Ok(watcher::Event::Apply(o) | watcher::Event::Delete(o)) => vec![key(&o)],
+                Err(_) => Vec::new(),
+            };
+            for k in ready {
+                if keys.send(k).is_err() {
                     return;
                 }
             }
@@ -307,6 +324,9 @@ pub struct SyncController {
     /// Objects whose finalizers are being seen to, one task each; `true` when the object
     /// changed while its task ran, so that it looks once more.
     finalizing: Mutex<BTreeMap<Key, bool>>,
+    /// Bounds the finalizer work in flight: a burst of new objects would otherwise open a
+    /// connection to the federation API for each.
+    finalizer_writes: Semaphore,
     /// The last state known of each object in each cluster (seeded from the object's
     /// annotation, so a restart rewrites nothing that did not change).
     states: Mutex<HashMap<Key, BTreeMap<String, String>>>,
@@ -348,6 +368,7 @@ impl SyncController {
             federated: Mutex::new(Vec::new()),
             members: Mutex::new(HashMap::new()),
             finalizing: Mutex::new(BTreeMap::new()),
+            finalizer_writes: Semaphore::new(CONCURRENCY),
             states: Mutex::new(HashMap::new()),
             fingerprints: Mutex::new(HashMap::new()),
             unpublished: Mutex::new(BTreeMap::new()),
@@ -459,6 +480,8 @@ impl SyncController {
             tracing::info!(cluster = %gone, "stopped propagating to a cluster that is not Ready");
             self.members.lock().expect("not poisoned").remove(gone);
         }
+        // Members start side by side: each lists all its copies first.
+        let mut starting = Vec::new();
         for (name, cluster) in ready {
             let labels: BTreeMap<String, String> =
                 serde_json::from_value(cluster["metadata"]["labels"].clone()).unwrap_or_default();
@@ -476,10 +499,13 @@ impl SyncController {
                 Some(_) => continue,
                 None => {}
             }
-            if let Err(e) = self.start_member(&name, &cluster, labels).await {
-                tracing::warn!(cluster = %name, error = %e, "cannot propagate to cluster");
-            }
+            starting.push(async move {
+                if let Err(e) = self.start_member(&name, &cluster, labels).await {
+                    tracing::warn!(cluster = %name, error = %e, "cannot propagate to cluster");
+                }
+            });
         }
+        futures::future::join_all(starting).await;
     }
 
     async fn start_member(
@@ -838,7 +864,10 @@ impl SyncController {
     /// member copies removed unless orphaned, then the finalizers.
     async fn finalize(&self, key: Key) {
         loop {
-            match self.finalize_once(&key).await {
+            let permit = self.finalizer_writes.acquire().await;
+            let outcome = self.finalize_once(&key).await;
+            drop(permit);
+            match outcome {
                 Ok(true) => {
                     let mut finalizing = self.finalizing.lock().expect("not poisoned");
                     if finalizing.get(&key) == Some(&true) {
