@@ -46,6 +46,8 @@ pub const ORPHAN: &str = "orphan";
 
 /// The namespaces every cluster makes for itself.
 const SYSTEM_NAMESPACES: [&str; 4] = ["default", "kube-system", "kube-public", "kube-node-lease"];
+/// How long a member cluster may take to list what it holds before its start is retried.
+const MEMBER_START: Duration = Duration::from_secs(120);
 /// How long a failed or unfinished reconcile waits before it runs again.
 const RETRY: Duration = Duration::from_secs(1);
 /// Reconciles running at once per member: enough to keep a member's API busy while each
@@ -321,6 +323,8 @@ pub struct SyncController {
     metrics: Arc<Metrics>,
     federated: Mutex<Vec<Store<DynamicObject>>>,
     members: Mutex<HashMap<String, Arc<Member>>>,
+    /// Clusters whose member is being started.
+    starting: Mutex<BTreeSet<String>>,
     /// Objects whose finalizers are being seen to, one task each; `true` when the object
     /// changed while its task ran, so that it looks once more.
     finalizing: Mutex<BTreeMap<Key, bool>>,
@@ -367,6 +371,7 @@ impl SyncController {
             metrics,
             federated: Mutex::new(Vec::new()),
             members: Mutex::new(HashMap::new()),
+            starting: Mutex::new(BTreeSet::new()),
             finalizing: Mutex::new(BTreeMap::new()),
             finalizer_writes: Semaphore::new(CONCURRENCY),
             states: Mutex::new(HashMap::new()),
@@ -409,7 +414,7 @@ impl SyncController {
             cluster_tx,
         );
         let _ = clusters.wait_until_ready().await;
-        self.clusters_changed(&clusters).await;
+        self.clusters_changed(&clusters);
         let mut tick = tokio::time::interval(Duration::from_secs(5));
         loop {
             tokio::select! {
@@ -430,8 +435,8 @@ impl SyncController {
                         }
                     }
                 }
-                Some(_) = cluster_rx.recv() => self.clusters_changed(&clusters).await,
-                _ = tick.tick() => self.clusters_changed(&clusters).await,
+                Some(_) = cluster_rx.recv() => self.clusters_changed(&clusters),
+                _ = tick.tick() => self.clusters_changed(&clusters),
             }
         }
     }
@@ -454,7 +459,7 @@ impl SyncController {
     }
 
     /// Starts keeping the Ready clusters in step, stops for the others.
-    async fn clusters_changed(self: &Arc<Self>, clusters: &Store<DynamicObject>) {
+    fn clusters_changed(self: &Arc<Self>, clusters: &Store<DynamicObject>) {
         let mut ready: BTreeMap<String, Value> = BTreeMap::new();
         for c in clusters.state() {
             let v = serde_json::to_value(&*c).unwrap_or_default();
@@ -480,8 +485,6 @@ impl SyncController {
             tracing::info!(cluster = %gone, "stopped propagating to a cluster that is not Ready");
             self.members.lock().expect("not poisoned").remove(gone);
         }
-        // Members start side by side: each lists all its copies first.
-        let mut starting = Vec::new();
         for (name, cluster) in ready {
             let labels: BTreeMap<String, String> =
                 serde_json::from_value(cluster["metadata"]["labels"].clone()).unwrap_or_default();
@@ -499,13 +502,32 @@ impl SyncController {
                 Some(_) => continue,
                 None => {}
             }
-            starting.push(async move {
-                if let Err(e) = self.start_member(&name, &cluster, labels).await {
-                    tracing::warn!(cluster = %name, error = %e, "cannot propagate to cluster");
+            // Each member starts on its own (it lists all its copies first), so that one
+            // slow to answer delays neither the others nor the federation's events; one
+            // that does not finish is tried again.
+            if !self
+                .starting
+                .lock()
+                .expect("not poisoned")
+                .insert(name.clone())
+            {
+                continue;
+            }
+            let this = self.clone();
+            tokio::spawn(async move {
+                let start = this.start_member(&name, &cluster, labels);
+                match tokio::time::timeout(MEMBER_START, start).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(cluster = %name, error = %e, "cannot propagate to cluster")
+                    }
+                    Err(_) => {
+                        tracing::warn!(cluster = %name, "listing the cluster's objects took too long; trying again")
+                    }
                 }
+                this.starting.lock().expect("not poisoned").remove(&name);
             });
         }
-        futures::future::join_all(starting).await;
     }
 
     async fn start_member(
