@@ -796,7 +796,8 @@ impl SyncController {
     }
 
     /// What the copies of a federated object's current version are made of, worked out
-    /// once for all members: kept until every member has reconciled it (`reconciling`).
+    /// once for all members: kept until as many reconciles as there are members have used
+    /// it (`reconciling`; a judgement only reuses it).
     fn prepared(&self, key: &Key, reconciling: bool) -> Option<Arc<Prepared>> {
         let (index, ns, name) = key;
         let (ar, _) = &self.types[*index];
@@ -820,10 +821,14 @@ impl SyncController {
                     &serde_json::to_value(&*object).ok()?,
                     version,
                 )?);
-                self.prepared
-                    .lock()
-                    .expect("not poisoned")
-                    .insert(key.clone(), p.clone());
+                // Only what members will reconcile is kept: judging a copy alone would
+                // leave an entry no one removes.
+                if reconciling {
+                    self.prepared
+                        .lock()
+                        .expect("not poisoned")
+                        .insert(key.clone(), p.clone());
+                }
                 p
             }
         };
