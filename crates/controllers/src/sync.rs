@@ -46,8 +46,6 @@ pub const ORPHAN: &str = "orphan";
 
 /// The namespaces every cluster makes for itself.
 const SYSTEM_NAMESPACES: [&str; 4] = ["default", "kube-system", "kube-public", "kube-node-lease"];
-/// How long a prepared federated version is kept for the members yet to reconcile it.
-const PREPARED_KEPT: Duration = Duration::from_secs(10);
 /// How long a member cluster may take to list what it holds before its start is retried.
 const MEMBER_START: Duration = Duration::from_secs(120);
 /// How long a failed or unfinished reconcile waits before it runs again.
@@ -241,7 +239,6 @@ struct Prepared {
     body: Vec<u8>,
     /// Members that reconciled it so far.
     uses: AtomicUsize,
-    made: std::time::Instant,
 }
 
 impl Prepared {
@@ -261,7 +258,6 @@ impl Prepared {
             body: serde_json::to_vec(&want).ok()?,
             want,
             uses: AtomicUsize::new(0),
-            made: std::time::Instant::now(),
         })
     }
 }
@@ -478,15 +474,7 @@ impl SyncController {
                     }
                 }
                 Some(_) = cluster_rx.recv() => self.clusters_changed(&clusters),
-                _ = tick.tick() => {
-                    self.clusters_changed(&clusters);
-                    // Versions some member never came to (it left, or the object moved on
-                    // while only a few had reconciled it) are not kept past their use.
-                    self.prepared
-                        .lock()
-                        .expect("not poisoned")
-                        .retain(|_, p| p.made.elapsed() < PREPARED_KEPT);
-                }
+                _ = tick.tick() => self.clusters_changed(&clusters),
             }
         }
     }
