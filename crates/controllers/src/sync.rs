@@ -796,8 +796,7 @@ impl SyncController {
     }
 
     /// What the copies of a federated object's current version are made of, worked out
-    /// once for all members: kept until as many reconciles as there are members have used
-    /// it (`reconciling`; a judgement only reuses it).
+    /// once for all members: kept until every member has reconciled it (`reconciling`).
     fn prepared(&self, key: &Key, reconciling: bool) -> Option<Arc<Prepared>> {
         let (index, ns, name) = key;
         let (ar, _) = &self.types[*index];
@@ -821,14 +820,10 @@ impl SyncController {
                     &serde_json::to_value(&*object).ok()?,
                     version,
                 )?);
-                // Only what members will reconcile is kept: judging a copy alone would
-                // leave an entry no one removes.
-                if reconciling {
-                    self.prepared
-                        .lock()
-                        .expect("not poisoned")
-                        .insert(key.clone(), p.clone());
-                }
+                self.prepared
+                    .lock()
+                    .expect("not poisoned")
+                    .insert(key.clone(), p.clone());
                 p
             }
         };
