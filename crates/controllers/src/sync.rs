@@ -227,41 +227,6 @@ struct WrittenMeta {
     resource_version: String,
 }
 
-/// A federated object's version as its member copies need it.
-struct Prepared {
-    version: String,
-    deleting: bool,
-    selector: Result<Option<Selector>, String>,
-    adopt: bool,
-    want: Value,
-    print: u64,
-    /// `want` as a request body.
-    body: Vec<u8>,
-    /// Members that reconciled it so far.
-    uses: AtomicUsize,
-}
-
-impl Prepared {
-    fn of(object: &Value, version: String) -> Option<Prepared> {
-        let annotations: Option<BTreeMap<String, String>> =
-            serde_json::from_value(object["metadata"]["annotations"].clone()).ok();
-        let want = desired(object);
-        Some(Prepared {
-            version,
-            deleting: object.pointer("/metadata/deletionTimestamp").is_some(),
-            selector: Selector::of(annotations.as_ref()),
-            adopt: annotations
-                .as_ref()
-                .and_then(|a| a.get(ADOPT))
-                .is_some_and(|v| v == "true"),
-            print: fingerprint(&want),
-            body: serde_json::to_vec(&want).ok()?,
-            want,
-            uses: AtomicUsize::new(0),
-        })
-    }
-}
-
 /// Which desired copy a copy holds: a hash of its JSON text.
 pub fn fingerprint(desired: &Value) -> u64 {
     let mut h = std::hash::DefaultHasher::new();
@@ -358,8 +323,6 @@ pub struct SyncController {
     metrics: Arc<Metrics>,
     federated: Mutex<Vec<Store<DynamicObject>>>,
     members: Mutex<HashMap<String, Arc<Member>>>,
-    /// Federated objects' current versions being reconciled, prepared for every member.
-    prepared: Mutex<HashMap<Key, Arc<Prepared>>>,
     /// Clusters whose member is being started.
     starting: Mutex<BTreeSet<String>>,
     /// Objects whose finalizers are being seen to, one task each; `true` when the object
@@ -408,7 +371,6 @@ impl SyncController {
             metrics,
             federated: Mutex::new(Vec::new()),
             members: Mutex::new(HashMap::new()),
-            prepared: Mutex::new(HashMap::new()),
             starting: Mutex::new(BTreeSet::new()),
             finalizing: Mutex::new(BTreeMap::new()),
             finalizer_writes: Semaphore::new(CONCURRENCY),
@@ -705,20 +667,27 @@ impl SyncController {
         if ar.plural == "namespaces" && SYSTEM_NAMESPACES.contains(&name.as_str()) {
             return Ok(None);
         }
-        let Some(prepared) = self.prepared(key, true) else {
+        let Some(object) = self.federated(key) else {
             return Ok(None);
         };
-        if prepared.deleting {
+        if object.pointer("/metadata/deletionTimestamp").is_some() {
             return Ok(None);
         }
         let copies = &m.copies[*index];
         let copy = copies.get(ns, name);
-        let selected = match &prepared.selector {
-            Ok(s) => s.as_ref().is_none_or(|s| s.matches(&m.labels)),
+        let annotations: Option<BTreeMap<String, String>> =
+            serde_json::from_value(object["metadata"]["annotations"].clone()).ok();
+        let selected = match Selector::of(annotations.as_ref()) {
+            Ok(s) => s.is_none_or(|s| s.matches(&m.labels)),
             // Nowhere, and nothing removed (spec §5).
             Err(e) => return Ok(Some(format!("InvalidSelector: {e}"))),
         };
-        let (want, print, adopt) = (&prepared.want, prepared.print, prepared.adopt);
+        let adopt = annotations
+            .as_ref()
+            .and_then(|a| a.get(ADOPT))
+            .is_some_and(|v| v == "true");
+        let want = desired(&object);
+        let print = fingerprint(&want);
         // Records what the member now holds, as this write left it.
         let wrote = |made: Written| {
             let copy = Copy {
@@ -743,7 +712,7 @@ impl SyncController {
             }
             (false, _) => "NotSelected",
             (true, None) => {
-                let create = request.create(&PostParams::default(), prepared.body.clone())?;
+                let create = request.create(&PostParams::default(), serde_json::to_vec(&want)?)?;
                 match m.client.request::<Written>(create).await {
                     Ok(made) => wrote(made),
                     Err(kube::Error::Api(e)) if e.code == 409 => return Err(LookAgain.into()),
@@ -763,7 +732,7 @@ impl SyncController {
                     Err(kube::Error::Api(e)) if e.code == 404 => return Err(LookAgain.into()),
                     Err(e) => return Err(e.into()),
                 };
-                if covers(&have, want) {
+                if covers(&have, &want) {
                     copies.set(
                         ns,
                         name,
@@ -774,7 +743,7 @@ impl SyncController {
                     );
                 } else {
                     let mut next = have;
-                    merge(&mut next, want);
+                    merge(&mut next, &want);
                     let replace = request.replace(
                         name,
                         &PostParams::default(),
@@ -791,49 +760,9 @@ impl SyncController {
     /// Which desired copy `copy`, as a member reports it, holds (spec §4.3 equivalence,
     /// with what members fill in themselves left out).
     fn judge(&self, key: &Key, copy: &Raw) -> Option<u64> {
-        let prepared = self.prepared(key, false)?;
-        covers(&copy.object, &prepared.want).then_some(prepared.print)
-    }
-
-    /// What the copies of a federated object's current version are made of, worked out
-    /// once for all members: kept until every member has reconciled it (`reconciling`).
-    fn prepared(&self, key: &Key, reconciling: bool) -> Option<Arc<Prepared>> {
-        let (index, ns, name) = key;
-        let (ar, _) = &self.types[*index];
-        let object = self
-            .federated_store(*index)
-            .get(&object_ref(ar, ns, name))?;
-        let version = object.metadata.resource_version.clone().unwrap_or_default();
-        let members = self.members.lock().expect("not poisoned").len().max(1);
-        let found = self
-            .prepared
-            .lock()
-            .expect("not poisoned")
-            .get(key)
-            .filter(|p| p.version == version)
-            .cloned();
-        // Worked out without holding the lock: other members' workers go on meanwhile.
-        let prepared = match found {
-            Some(p) => p,
-            None => {
-                let p = Arc::new(Prepared::of(
-                    &serde_json::to_value(&*object).ok()?,
-                    version,
-                )?);
-                self.prepared
-                    .lock()
-                    .expect("not poisoned")
-                    .insert(key.clone(), p.clone());
-                p
-            }
-        };
-        if reconciling && prepared.uses.fetch_add(1, Ordering::Relaxed) + 1 >= members {
-            let mut cache = self.prepared.lock().expect("not poisoned");
-            if cache.get(key).is_some_and(|p| Arc::ptr_eq(p, &prepared)) {
-                cache.remove(key);
-            }
-        }
-        Some(prepared)
+        let object = self.federated(key)?;
+        let want = desired(&object);
+        covers(&copy.object, &want).then(|| fingerprint(&want))
     }
 
     /// Records an object's state in a cluster; changes are written on the federated object
