@@ -79,14 +79,13 @@ impl Resource for Raw {
     }
 }
 
-impl Raw {
-    pub fn is_managed(&self) -> bool {
-        self.metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(crate::sync::MANAGED))
-            .is_some_and(|v| v == "true")
-    }
+/// Whether an object carries Fellowship's marker (`kubefed unjoin` reads it too).
+pub fn is_managed(metadata: &ObjectMeta) -> bool {
+    metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(crate::sync::MANAGED))
+        .is_some_and(|v| v == "true")
 }
 
 /// Says which desired copy (by fingerprint) an object read from a member holds, if any.
@@ -204,7 +203,7 @@ impl Copies {
         }
         let key = (index, id.0.clone(), id.1.clone());
         let copy = Copy {
-            managed: o.is_managed(),
+            managed: is_managed(&o.metadata),
             resource_version: rv,
             holds: judge(&key, o),
         };

@@ -12,6 +12,8 @@ use kube::api::{ApiResource, DeleteParams, DynamicObject, ListParams, PostParams
 use kube::{Api, Client};
 use serde_json::Value;
 
+use fellowship_controllers::copies::is_managed;
+
 use crate::contexts::Contexts;
 use crate::{CLUSTER_ROLE_NAME, SERVICE_ACCOUNT_NAME};
 
@@ -191,7 +193,7 @@ async fn propagated(member: &Client) -> anyhow::Result<Vec<Copy>> {
             .await
             .with_context(|| format!("listing {} in the cluster", ar.plural))?;
         for o in list.items {
-            if is_managed(&o) {
+            if is_managed(&o.metadata) {
                 out.push(Copy {
                     ar: ar.clone(),
                     namespaced,
@@ -203,14 +205,6 @@ async fn propagated(member: &Client) -> anyhow::Result<Vec<Copy>> {
         }
     }
     Ok(out)
-}
-
-fn is_managed(o: &DynamicObject) -> bool {
-    o.metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(fellowship_controllers::sync::MANAGED))
-        .is_some_and(|v| v == "true")
 }
 
 /// Deletes the propagated objects, namespaced ones first; a namespace the federation made
@@ -302,7 +296,7 @@ async fn holds_foreign(member: &Client, namespace: &str) -> anyhow::Result<bool>
         let foreign = list
             .items
             .iter()
-            .any(|o| !is_managed(o) && !made_by_member(&ar, o));
+            .any(|o| !is_managed(&o.metadata) && !made_by_member(&ar, o));
         if foreign {
             return Ok(true);
         }
