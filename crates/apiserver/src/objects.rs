@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use fellowship_apimachinery::{ApiError, ResourceKind, meta, protobuf};
-use fellowship_storage::KeyValue;
+use fellowship_storage::{KeyValue, Revision};
 use serde_json::{Map, Value};
 
 use crate::conversion;
@@ -112,13 +112,18 @@ pub fn encode(kind: &ResourceKind, object: &Value) -> Bytes {
 /// A stored object's JSON at `kind`'s version with its resourceVersion, without parsing it:
 /// possible when it was stored at that version (by [`encode`]). `None` otherwise.
 pub fn present_raw(kv: &KeyValue, kind: &ResourceKind) -> Option<Vec<u8>> {
+    present_raw_at(kv, kind, kv.mod_revision)
+}
+
+/// [`present_raw`] with the resourceVersion `revision` (a deletion's, for a watch).
+pub fn present_raw_at(kv: &KeyValue, kind: &ResourceKind, revision: Revision) -> Option<Vec<u8>> {
     let prefix = format!(
         "{{\"apiVersion\":\"{}\",\"kind\":\"{}\",\"metadata\":{{",
         kind.api_version(),
         kind.kind
     );
     let rest = kv.value.strip_prefix(prefix.as_bytes())?;
-    let rv = format!("\"resourceVersion\":\"{}\"", kv.mod_revision);
+    let rv = format!("\"resourceVersion\":\"{revision}\"");
     let mut out = Vec::with_capacity(kv.value.len() + rv.len() + 1);
     out.extend_from_slice(prefix.as_bytes());
     out.extend_from_slice(rv.as_bytes());

@@ -13,7 +13,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::objects::present;
+use crate::objects::{present, present_raw, present_raw_at};
 use crate::reply::{Reply, to_table};
 use crate::rest::{Query, Rest, Target, selectors};
 
@@ -50,6 +50,8 @@ pub async fn watch(
     // Streaming lists (client-go WatchList, kube-rs streaming_lists): the current state as
     // ADDED events, then a bookmark marking their end.
     let send_initial = query.get("sendInitialEvents").map(String::as_str) == Some("true");
+    // Without selectors or a Table, stored objects pass through unparsed.
+    let raw = !table && labels.is_empty() && fields.is_empty();
 
     // Without a resource version (or "0"), the watch starts with the current state as ADDED
     // events, then follows from the revision of that state.
@@ -63,7 +65,10 @@ pub async fn watch(
                 .await
                 .map_err(|e| ApiError::unavailable(e.to_string()))?;
             for kv in &page.items {
-                initial.push(present(kv, &kind)?);
+                match present_raw(kv, &kind).filter(|_| raw) {
+                    Some(bytes) => initial.push(Initial::Raw(bytes)),
+                    None => initial.push(Initial::Parsed(present(kv, &kind)?)),
+                }
             }
             match page.continue_token {
                 Some(token) => options.continue_token = Some(token),
@@ -77,17 +82,14 @@ pub async fn watch(
 
     let (tx, rx) = mpsc::channel::<Bytes>(256);
     let plural = kind.plural;
-    let send_line = move |tx: &mpsc::Sender<Bytes>, kind_word: &str, object: Value| {
+    let send_line = move |tx: &mpsc::Sender<Bytes>, kind_word: &'static str, object: Value| {
         let object = if table && kind_word != "ERROR" && kind_word != "BOOKMARK" {
             to_table(plural, &[object], json!({}))
         } else {
             object
         };
-        let mut line = serde_json::to_vec(&json!({"type": kind_word, "object": object}))
-            .expect("JSON values serialize");
-        line.push(b'\n');
-        let tx = tx.clone();
-        async move { tx.send(Bytes::from(line)).await.is_ok() }
+        let object = serde_json::to_vec(&object).expect("JSON values serialize");
+        send_raw(tx.clone(), kind_word, object)
     };
 
     let mut events = match rest.store.watch(&prefix, after).await {
@@ -104,7 +106,12 @@ pub async fn watch(
     tokio::spawn(async move {
         let kind = task_kind;
         for object in initial {
-            if matches(&object) && !send_line(&tx, "ADDED", object).await {
+            let sent = match object {
+                Initial::Raw(bytes) => send_raw(tx.clone(), "ADDED", bytes).await,
+                Initial::Parsed(o) if matches(&o) => send_line(&tx, "ADDED", o).await,
+                Initial::Parsed(_) => true,
+            };
+            if !sent {
                 return;
             }
         }
@@ -160,6 +167,12 @@ pub async fn watch(
                         Some(Ok(event)) => event,
                     };
                     last = event.revision();
+                    if raw && let Some((word, object)) = outgoing_raw(&kind, &event) {
+                        if !send_raw(tx.clone(), word, object).await {
+                            return;
+                        }
+                        continue;
+                    }
                     let Ok(out) = outgoing(&kind, &event, &matches) else {
                         continue;
                     };
@@ -175,6 +188,40 @@ pub async fn watch(
     let body =
         tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok::<_, std::convert::Infallible>);
     Ok(Reply::Stream(Body::from_stream(body)))
+}
+
+/// An object of a watch's initial state, as stored or as presented.
+enum Initial {
+    Raw(Vec<u8>),
+    Parsed(Value),
+}
+
+/// Sends one event line. The type comes first, as kube-apiserver writes it: clients such
+/// as kube-rs then decode the object straight from the line rather than buffering it.
+async fn send_raw(tx: mpsc::Sender<Bytes>, kind_word: &'static str, object: Vec<u8>) -> bool {
+    let mut line = Vec::with_capacity(object.len() + kind_word.len() + 24);
+    line.extend_from_slice(b"{\"type\":\"");
+    line.extend_from_slice(kind_word.as_bytes());
+    line.extend_from_slice(b"\",\"object\":");
+    line.extend_from_slice(&object);
+    line.extend_from_slice(b"}\n");
+    tx.send(Bytes::from(line)).await.is_ok()
+}
+
+/// [`outgoing`] for a watcher without selectors, from the stored bytes; `None` when an
+/// object was stored at another version and must be converted.
+fn outgoing_raw(
+    kind: &fellowship_apimachinery::ResourceKind,
+    event: &fellowship_storage::Event,
+) -> Option<(&'static str, Vec<u8>)> {
+    match event.kind {
+        EventKind::Deleted => {
+            let prev = event.prev.as_ref()?;
+            Some(("DELETED", present_raw_at(prev, kind, event.revision())?))
+        }
+        EventKind::Added => Some(("ADDED", present_raw(&event.kv, kind)?)),
+        _ => Some(("MODIFIED", present_raw(&event.kv, kind)?)),
+    }
 }
 
 /// The event a watcher sees for a store event: a change that moves an object into or out of
