@@ -6,7 +6,7 @@
 //! from its cluster only when the federated object changes.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt as _;
@@ -17,6 +17,7 @@ use kube::runtime::{WatchStreamExt as _, watcher as watch};
 use kube::{Api, Client, Resource};
 use serde::Deserialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 use tokio::sync::{mpsc, watch as signal};
 
 /// One object of one type: (type index, namespace, name).
@@ -32,23 +33,51 @@ pub struct Copy {
     pub holds: Option<u64>,
 }
 
-/// An object as read from a member: its metadata, and the whole of it, to judge. Watch
-/// events reach a type through serde's buffering (their `object` is a tagged enum's
-/// content), so it is read as a JSON value rather than kept as text.
+/// An object as read from a member: the metadata this controller reads of every copy, and
+/// the object's JSON as it arrived, parsed only when the copy must be judged (most watch
+/// events are of this controller's own writes, known already by their resourceVersion).
+/// kube-apiserver writes a watch event's type before its object, so the object reaches
+/// this type straight from the event's text and can be kept as text.
 #[derive(Clone, Debug)]
 pub struct Raw {
     pub metadata: ObjectMeta,
-    pub object: Value,
+    pub json: Box<RawValue>,
+}
+
+impl Raw {
+    /// The whole object, parsed.
+    pub fn object(&self) -> Option<Value> {
+        serde_json::from_str(self.json.get()).ok()
+    }
 }
 
 impl<'de> Deserialize<'de> for Raw {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Raw, D::Error> {
-        let object = Value::deserialize(d)?;
-        let metadata = match object.get("metadata") {
-            Some(m) => ObjectMeta::deserialize(m).map_err(serde::de::Error::custom)?,
-            None => ObjectMeta::default(),
+        /// What is read of every copy; the rest of the text is skipped, not parsed.
+        #[derive(Deserialize, Default)]
+        #[serde(default, rename_all = "camelCase")]
+        struct Meta {
+            name: Option<String>,
+            namespace: Option<String>,
+            resource_version: Option<String>,
+            annotations: Option<BTreeMap<String, String>>,
+        }
+        #[derive(Deserialize)]
+        struct Peek {
+            #[serde(default)]
+            metadata: Meta,
+        }
+        let json = Box::<RawValue>::deserialize(d)?;
+        let peek: Peek = serde_json::from_str(json.get()).map_err(serde::de::Error::custom)?;
+        let m = peek.metadata;
+        let metadata = ObjectMeta {
+            name: m.name,
+            namespace: m.namespace,
+            resource_version: m.resource_version,
+            annotations: m.annotations,
+            ..ObjectMeta::default()
         };
-        Ok(Raw { metadata, object })
+        Ok(Raw { metadata, json })
     }
 }
 

@@ -762,7 +762,7 @@ impl SyncController {
     fn judge(&self, key: &Key, copy: &Raw) -> Option<u64> {
         let object = self.federated(key)?;
         let want = desired(&object);
-        covers(&copy.object, &want).then(|| fingerprint(&want))
+        covers(&copy.object()?, &want).then(|| fingerprint(&want))
     }
 
     /// Records an object's state in a cluster; changes are written on the federated object
