@@ -155,6 +155,25 @@ fn api(client: &Client, ar: &ApiResource, namespaced: bool, namespace: &str) -> 
     }
 }
 
+/// A merge patch of a federated object; the reply is read for its version only.
+async fn merge_patch(
+    client: &Client,
+    ar: &ApiResource,
+    namespaced: bool,
+    (_, ns, name): &Key,
+    patch: &Value,
+) -> Result<Written, kube::Error> {
+    let url = DynamicObject::url_path(ar, namespaced.then_some(ns.as_str()));
+    let request = Request::new(url)
+        .patch(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(patch),
+        )
+        .map_err(kube::Error::BuildRequest)?;
+    client.request::<Written>(request).await
+}
+
 fn object_ref(ar: &ApiResource, namespace: &str, name: &str) -> ObjectRef<DynamicObject> {
     let r = ObjectRef::new_with(name, ar.clone());
     if namespace.is_empty() {
@@ -227,41 +246,65 @@ struct WrittenMeta {
     resource_version: String,
 }
 
-/// Which desired copy a copy holds: a hash of its JSON text.
-pub fn fingerprint(desired: &Value) -> u64 {
-    let mut h = std::hash::DefaultHasher::new();
-    desired.to_string().hash(&mut h);
-    h.finish()
+/// A member copy as this controller writes it: the object, its JSON text, and which version
+/// of it this is (a hash of the text).
+pub struct Desired {
+    pub object: Value,
+    pub text: Vec<u8>,
+    pub print: u64,
 }
 
-/// What a member copy is made of: name, namespace, labels, annotations (and the marker),
-/// and everything but metadata and status.
-pub fn desired(object: &Value) -> Value {
-    let mut out = Map::new();
-    for (k, v) in object.as_object().into_iter().flatten() {
-        if !matches!(k.as_str(), "metadata" | "status") {
-            out.insert(k.clone(), v.clone());
+impl Desired {
+    /// What a member copy of `object` is made of: name, namespace, labels, annotations (and
+    /// the marker), and everything but metadata and status.
+    pub fn of(object: &DynamicObject) -> Desired {
+        let mut out = Map::new();
+        if let Some(t) = &object.types {
+            out.insert("apiVersion".into(), json!(t.api_version));
+            out.insert("kind".into(), json!(t.kind));
+        }
+        for (k, v) in object.data.as_object().into_iter().flatten() {
+            if !matches!(k.as_str(), "metadata" | "status" | "apiVersion" | "kind") {
+                out.insert(k.clone(), v.clone());
+            }
+        }
+        let meta = &object.metadata;
+        let mut annotations: Map<String, Value> = meta
+            .annotations
+            .iter()
+            .flatten()
+            .filter(|(k, _)| {
+                // Each member's deployment controller writes its own revision: copying the
+                // federated one (there when it was copied from a cluster) would fight it
+                // (spec §4.3).
+                !matches!(
+                    k.as_str(),
+                    PROPAGATION | ADOPT | "deployment.kubernetes.io/revision"
+                )
+            })
+            .map(|(k, v)| (k.clone(), json!(v)))
+            .collect();
+        annotations.insert(MANAGED.into(), json!("true"));
+        let mut m = Map::new();
+        m.insert("name".into(), json!(meta.name));
+        if let Some(ns) = &meta.namespace {
+            m.insert("namespace".into(), json!(ns));
+        }
+        if let Some(l) = &meta.labels {
+            m.insert("labels".into(), json!(l));
+        }
+        m.insert("annotations".into(), Value::Object(annotations));
+        out.insert("metadata".into(), Value::Object(m));
+        let object = Value::Object(out);
+        let text = serde_json::to_vec(&object).expect("JSON values serialize");
+        let mut h = std::hash::DefaultHasher::new();
+        text.hash(&mut h);
+        Desired {
+            object,
+            text,
+            print: h.finish(),
         }
     }
-    let meta = &object["metadata"];
-    let mut annotations = meta["annotations"].as_object().cloned().unwrap_or_default();
-    annotations.remove(PROPAGATION);
-    annotations.remove(ADOPT);
-    // Each member's deployment controller writes its own revision: copying the federated
-    // one (there when it was copied from a cluster) would fight it (spec §4.3).
-    annotations.remove("deployment.kubernetes.io/revision");
-    annotations.insert(MANAGED.into(), json!("true"));
-    let mut m = Map::new();
-    m.insert("name".into(), meta["name"].clone());
-    if let Some(ns) = meta.get("namespace").filter(|n| !n.is_null()) {
-        m.insert("namespace".into(), ns.clone());
-    }
-    if let Some(l) = meta.get("labels").filter(|l| !l.is_null()) {
-        m.insert("labels".into(), l.clone());
-    }
-    m.insert("annotations".into(), Value::Object(annotations));
-    out.insert("metadata".into(), Value::Object(m));
-    Value::Object(out)
 }
 
 /// Whether `have` holds everything `want` says: fields members fill in themselves (a
@@ -294,15 +337,6 @@ fn merge(have: &mut Value, want: &Value) {
         }
         (h, w) => *h = w.clone(),
     }
-}
-
-fn finalizers(object: &Value) -> Vec<String> {
-    object["metadata"]["finalizers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|f| f.as_str().map(String::from))
-        .collect()
 }
 
 /// A member cluster being kept in step: its client, what it holds, its worker.
@@ -385,12 +419,9 @@ impl SyncController {
         self.federated.lock().expect("not poisoned")[index].clone()
     }
 
-    fn federated(&self, (index, ns, name): &Key) -> Option<Value> {
+    fn federated(&self, (index, ns, name): &Key) -> Option<Arc<DynamicObject>> {
         let (ar, _) = &self.types[*index];
-        let o = self
-            .federated_store(*index)
-            .get(&object_ref(ar, ns, name))?;
-        serde_json::to_value(&*o).ok()
+        self.federated_store(*index).get(&object_ref(ar, ns, name))
     }
 
     /// Runs until the task is dropped.
@@ -445,8 +476,8 @@ impl SyncController {
     /// or propagation state alone do not): the members look again only then.
     fn changed_for_members(&self, key: &Key) -> bool {
         let fingerprint = self.federated(key).map(|o| {
-            let adopt = o["metadata"]["annotations"][ADOPT] == "true";
-            (fingerprint(&desired(&o)), adopt)
+            let adopt = o.annotations().get(ADOPT).is_some_and(|v| v == "true");
+            (Desired::of(&o).print, adopt)
         });
         let mut seen = self.fingerprints.lock().expect("not poisoned");
         match fingerprint {
@@ -670,24 +701,25 @@ impl SyncController {
         let Some(object) = self.federated(key) else {
             return Ok(None);
         };
-        if object.pointer("/metadata/deletionTimestamp").is_some() {
+        if object.metadata.deletion_timestamp.is_some() {
             return Ok(None);
         }
         let copies = &m.copies[*index];
         let copy = copies.get(ns, name);
-        let annotations: Option<BTreeMap<String, String>> =
-            serde_json::from_value(object["metadata"]["annotations"].clone()).ok();
-        let selected = match Selector::of(annotations.as_ref()) {
+        let annotations = object.metadata.annotations.as_ref();
+        let selected = match Selector::of(annotations) {
             Ok(s) => s.is_none_or(|s| s.matches(&m.labels)),
             // Nowhere, and nothing removed (spec §5).
             Err(e) => return Ok(Some(format!("InvalidSelector: {e}"))),
         };
         let adopt = annotations
-            .as_ref()
             .and_then(|a| a.get(ADOPT))
             .is_some_and(|v| v == "true");
-        let want = desired(&object);
-        let print = fingerprint(&want);
+        let Desired {
+            object: want,
+            text,
+            print,
+        } = Desired::of(&object);
         // Records what the member now holds, as this write left it.
         let wrote = |made: Written| {
             let copy = Copy {
@@ -712,7 +744,7 @@ impl SyncController {
             }
             (false, _) => "NotSelected",
             (true, None) => {
-                let create = request.create(&PostParams::default(), serde_json::to_vec(&want)?)?;
+                let create = request.create(&PostParams::default(), text)?;
                 match m.client.request::<Written>(create).await {
                     Ok(made) => wrote(made),
                     Err(kube::Error::Api(e)) if e.code == 409 => return Err(LookAgain.into()),
@@ -760,9 +792,8 @@ impl SyncController {
     /// Which desired copy `copy`, as a member reports it, holds (spec §4.3 equivalence,
     /// with what members fill in themselves left out).
     fn judge(&self, key: &Key, copy: &Raw) -> Option<u64> {
-        let object = self.federated(key)?;
-        let want = desired(&object);
-        covers(&copy.object()?, &want).then(|| fingerprint(&want))
+        let want = Desired::of(&*self.federated(key)?);
+        covers(&copy.object()?, &want.object).then_some(want.print)
     }
 
     /// Records an object's state in a cluster; changes are written on the federated object
@@ -773,12 +804,7 @@ impl SyncController {
             let mut states = self.states.lock().expect("not poisoned");
             let entry = states.entry(key.clone()).or_insert_with(|| {
                 self.federated(key)
-                    .and_then(|o| {
-                        let text = o["metadata"]["annotations"][PROPAGATION]
-                            .as_str()?
-                            .to_string();
-                        serde_json::from_str(&text).ok()
-                    })
+                    .and_then(|o| serde_json::from_str(o.annotations().get(PROPAGATION)?).ok())
                     .unwrap_or_default()
             });
             if entry.get(cluster) == Some(&state) {
@@ -823,14 +849,7 @@ impl SyncController {
         };
         let patch =
             json!({"metadata": {"annotations": {PROPAGATION: serde_json::to_string(&all)?}}});
-        match api(&self.federation, ar, *namespaced, ns)
-            .patch(
-                name,
-                &kube::api::PatchParams::default(),
-                &kube::api::Patch::Merge(&patch),
-            )
-            .await
-        {
+        match merge_patch(&self.federation, ar, *namespaced, key, &patch).await {
             // Gone meanwhile: nothing to say about it.
             Err(kube::Error::Api(e)) if e.code == 404 => {
                 self.states.lock().expect("not poisoned").remove(key);
@@ -838,10 +857,7 @@ impl SyncController {
             }
             r => r?,
         };
-        let uid = self
-            .federated(key)
-            .map(|o| o["metadata"]["uid"].clone())
-            .unwrap_or(Value::Null);
+        let uid = self.federated(key).and_then(|o| o.metadata.uid.clone());
         let mut by_state: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
         for (cluster, state) in changes {
             // Only the latest state of each cluster is news.
@@ -854,9 +870,7 @@ impl SyncController {
         } else {
             ns.as_str()
         };
-        let events = resource("", "v1", "Event", "events");
-        let events =
-            Api::<DynamicObject>::namespaced_with(self.federation.clone(), namespace, &events);
+        let events = Request::new(format!("/api/v1/namespaces/{namespace}/events"));
         for (state, mut clusters) in by_state {
             clusters.sort_unstable();
             clusters.dedup();
@@ -867,7 +881,7 @@ impl SyncController {
             } else {
                 "clusters"
             };
-            let event: DynamicObject = serde_json::from_value(json!({
+            let event = serde_json::to_vec(&json!({
                 "apiVersion": "v1", "kind": "Event",
                 "metadata": {"generateName": format!("{name}."), "namespace": namespace},
                 "involvedObject": {"apiVersion": ar.api_version, "kind": ar.kind, "name": name, "namespace": ns, "uid": uid},
@@ -877,7 +891,8 @@ impl SyncController {
                 "source": {"component": "federation-controller-manager"},
                 "firstTimestamp": now, "lastTimestamp": now, "count": 1,
             }))?;
-            events.create(&PostParams::default(), &event).await?;
+            let create = events.create(&PostParams::default(), event)?;
+            self.federation.request::<Written>(create).await?;
         }
         Ok(())
     }
@@ -914,24 +929,15 @@ impl SyncController {
             self.states.lock().expect("not poisoned").remove(key);
             return Ok(true);
         };
-        let have = finalizers(&object);
-        let fed_api = api(&self.federation, ar, *namespaced, ns);
+        let have = object.finalizers().to_vec();
         // A merge patch: the propagation-state annotation may change meanwhile.
-        let write = |list: Vec<String>| {
+        let write = |list: Vec<String>| async move {
             let patch = json!({"metadata": {"finalizers": list}});
-            let fed_api = fed_api.clone();
-            async move {
-                fed_api
-                    .patch(
-                        name,
-                        &kube::api::PatchParams::default(),
-                        &kube::api::Patch::Merge(&patch),
-                    )
-                    .await
-                    .map(|_| ())
-            }
+            merge_patch(&self.federation, ar, *namespaced, key, &patch)
+                .await
+                .map(|_| ())
         };
-        if object.pointer("/metadata/deletionTimestamp").is_none() {
+        if object.metadata.deletion_timestamp.is_none() {
             if have.iter().any(|f| f == DELETE_FROM_CLUSTERS) && have.iter().any(|f| f == ORPHAN) {
                 return Ok(true);
             }
@@ -1009,10 +1015,11 @@ mod tests {
 
     #[test]
     fn copies_and_what_counts_as_in_step() {
-        let fed = json!({"apiVersion": "v1", "kind": "Service",
+        let fed: DynamicObject = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Service",
             "metadata": {"name": "web", "namespace": "default", "uid": "u", "resourceVersion": "9", "finalizers": ["orphan"], "labels": {"a": "b"}},
-            "spec": {"ports": [{"port": 80}], "selector": {"app": "web"}}, "status": {"loadBalancer": {}}});
-        let want = desired(&fed);
+            "spec": {"ports": [{"port": 80}], "selector": {"app": "web"}}, "status": {"loadBalancer": {}}}))
+        .unwrap();
+        let want = Desired::of(&fed).object;
         assert_eq!(
             want["metadata"],
             json!({"name": "web", "namespace": "default", "labels": {"a": "b"}, "annotations": {MANAGED: "true"}})
