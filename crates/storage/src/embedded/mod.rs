@@ -15,11 +15,10 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ops::Bound;
 use std::path::PathBuf;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use arc_swap::ArcSwap;
 use bytes::Bytes;
 use imbl::OrdMap;
 use tokio::sync::oneshot;
@@ -90,8 +89,19 @@ struct Snapshot {
 }
 
 struct Shared {
-    snapshot: ArcSwap<Snapshot>,
+    /// A lock rather than an `ArcSwap`: swapping one waits on every thread that ever read
+    /// any `ArcSwap` in the process, and a hundred local clusters run two threads each.
+    snapshot: RwLock<Arc<Snapshot>>,
     hub: Hub,
+}
+
+impl Shared {
+    fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
 }
 
 enum Op {
@@ -175,7 +185,7 @@ impl EmbeddedStore {
             "embedded store opened"
         );
         let shared = Arc::new(Shared {
-            snapshot: ArcSwap::from_pointee(Snapshot { revision, map }),
+            snapshot: RwLock::new(Arc::new(Snapshot { revision, map })),
             hub: Hub::new(
                 compacted,
                 revision,
@@ -284,14 +294,14 @@ impl Drop for EmbeddedStore {
 impl Store for EmbeddedStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
         check_key(key)?;
-        let snap = self.shared.snapshot.load();
+        let snap = self.shared.snapshot();
         Ok(snap.map.get_key_value(key).map(|(k, e)| e.kv(k)))
     }
 
     async fn list(&self, prefix: &str, options: ListOptions) -> Result<ListPage> {
         check_key(prefix)?;
         let (at, start) = continuation::resolve(prefix, &options)?;
-        let snap = self.shared.snapshot.load_full();
+        let snap = self.shared.snapshot();
         let revision = at.unwrap_or(snap.revision);
         if revision > snap.revision {
             return Err(Error::FutureRevision {
@@ -392,7 +402,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn current_revision(&self) -> Result<Revision> {
-        Ok(self.shared.snapshot.load().revision)
+        Ok(self.shared.snapshot().revision)
     }
 
     async fn compact(&self, revision: Revision) -> Result<()> {
@@ -518,7 +528,7 @@ impl Committer {
     }
 
     fn commit(&mut self, batch: Vec<Request>) {
-        let snap = self.shared.snapshot.load_full();
+        let snap = self.shared.snapshot();
         let mut map = snap.map.clone();
         let mut revision = snap.revision;
         let mut changes: Vec<Change> = Vec::with_capacity(batch.len());
@@ -653,9 +663,11 @@ impl Committer {
             }
         }
         hub.publish(events, revision, new_start, || {
-            self.shared
+            *self
+                .shared
                 .snapshot
-                .store(Arc::new(Snapshot { revision, map }));
+                .write()
+                .unwrap_or_else(|e| e.into_inner()) = Arc::new(Snapshot { revision, map });
         });
         for (reply, outcome) in replies {
             // The caller may have given up waiting; the write stands all the same.
