@@ -7,6 +7,7 @@ pub mod logging;
 pub mod managed;
 pub mod meta;
 pub mod patch;
+pub mod process;
 pub mod protobuf;
 pub mod resource;
 pub mod selector;

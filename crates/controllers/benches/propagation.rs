@@ -428,7 +428,12 @@ fn start_manager(env: &Env) -> (Manager, u16) {
     (manager, port)
 }
 
+/// As the server binaries (`federation-apiserver`, `local-clusters`) this process stands in for.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
+    fellowship_apimachinery::process::no_transparent_huge_pages();
     let clusters = env_number("FELLOWSHIP_BENCH_CLUSTERS", 10);
     let burst = env_number("FELLOWSHIP_BENCH_CONFIGMAPS", 10_000);
     let rate = env_number("FELLOWSHIP_BENCH_RATE", 100).max(1);

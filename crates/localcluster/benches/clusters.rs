@@ -65,6 +65,7 @@ async fn until_all(
 }
 
 fn main() {
+    fellowship_apimachinery::process::no_transparent_huge_pages();
     let count = env_number("FELLOWSHIP_BENCH_CLUSTERS", 100);
     let configmaps = env_number("FELLOWSHIP_BENCH_CONFIGMAPS", 1000);
     let deployments = env_number("FELLOWSHIP_BENCH_DEPLOYMENTS", 100);

@@ -7,8 +7,14 @@ use clap::Parser;
 use fellowship_apiserver::server::Surface;
 use fellowship_apiserver::{App, Options, namespaces, registry, server, tls};
 
+/// Every request allocates and frees at a high rate: mimalloc serves it markedly faster
+/// than the system allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() {
+    fellowship_apimachinery::process::no_transparent_huge_pages();
     let options = Options::parse();
     let level = match options.v {
         0 | 1 => "info",

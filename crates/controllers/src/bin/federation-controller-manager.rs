@@ -20,6 +20,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() {
+    fellowship_apimachinery::process::no_transparent_huge_pages();
     let options = Options::parse();
     let level = if options.v >= 4 { "debug" } else { "info" };
     fellowship_apimachinery::logging::init(level);

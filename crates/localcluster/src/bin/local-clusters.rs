@@ -68,6 +68,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() {
+    fellowship_apimachinery::process::no_transparent_huge_pages();
     let args = Args::parse();
     let level = if args.v >= 3 { "debug" } else { "warn" };
     fellowship_apimachinery::logging::init(level);
