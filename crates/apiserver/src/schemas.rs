@@ -382,12 +382,14 @@ impl Schemas {
     pub fn prune_unknown(&self, k: &ResourceKind, object: &mut Value) -> Vec<String> {
         let mut unknown = Vec::new();
         if let Some(schema) = self.root(k).and_then(|r| self.definitions.get(r)) {
-            self.prune(schema, object, "", &mut unknown);
+            self.prune(schema, object, &mut String::new(), &mut unknown);
         }
         unknown
     }
 
-    fn prune(&self, schema: &Value, value: &mut Value, path: &str, unknown: &mut Vec<String>) {
+    /// `path` is where `value` is (a buffer extended and cut back on the way down: this
+    /// runs on every write, and building each field's path anew cost more than the rest).
+    fn prune(&self, schema: &Value, value: &mut Value, path: &mut String, unknown: &mut Vec<String>) {
         if let Some(r) = schema.get("$ref").and_then(Value::as_str) {
             if let Some(d) = self.definitions.get(r.trim_start_matches(V3_REFS)) {
                 self.prune(d, value, path, unknown);
@@ -402,12 +404,12 @@ impl Schemas {
         if schema.get("x-kubernetes-preserve-unknown-fields") == Some(&json!(true)) {
             return;
         }
-        let join = |key: &str| {
-            if path.is_empty() {
-                key.to_string()
-            } else {
-                format!("{path}.{key}")
+        let len = path.len();
+        let enter = |path: &mut String, key: &str| {
+            if !path.is_empty() {
+                path.push('.');
             }
+            path.push_str(key);
         };
         match value {
             Value::Object(map) => {
@@ -415,25 +417,34 @@ impl Schemas {
                     map.retain(|key, _| {
                         let known = properties.contains_key(key);
                         if !known {
-                            unknown.push(join(key));
+                            let mut at = path.clone();
+                            enter(&mut at, key);
+                            unknown.push(at);
                         }
                         known
                     });
                     for (key, v) in map.iter_mut() {
-                        self.prune(&properties[key], v, &join(key), unknown);
+                        enter(path, key);
+                        self.prune(&properties[key], v, path, unknown);
+                        path.truncate(len);
                     }
                 } else if let Some(values) =
                     schema.get("additionalProperties").filter(|a| a.is_object())
                 {
-                    for (key, v) in map.iter_mut() {
-                        self.prune(values, v, &join(key), unknown);
+                    for (key, v) in map.iter_mut().filter(|(_, v)| v.is_object() || v.is_array()) {
+                        enter(path, key);
+                        self.prune(values, v, path, unknown);
+                        path.truncate(len);
                     }
                 }
             }
             Value::Array(items) => {
                 if let Some(item) = schema.get("items") {
                     for (i, v) in items.iter_mut().enumerate() {
-                        self.prune(item, v, &format!("{path}[{i}]"), unknown);
+                        use std::fmt::Write as _;
+                        let _ = write!(path, "[{i}]");
+                        self.prune(item, v, path, unknown);
+                        path.truncate(len);
                     }
                 }
             }
