@@ -4,12 +4,13 @@
 //! (an `AdmissionConfiguration`, spec §8).
 
 use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, bail};
 use fellowship_apimachinery::{ApiError, ResourceKind};
-use fellowship_storage::Store;
+use fellowship_storage::{KeyValue, Revision, Store};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -50,6 +51,48 @@ pub trait Plugin: Send + Sync {
 /// NamespaceLifecycle: no new objects in a namespace that does not exist or is terminating.
 pub struct NamespaceLifecycle {
     pub namespaces: Arc<ResourceKind>,
+    /// Whether each namespace was terminating, as of the revision it was last read at: every
+    /// create looks its namespace up, and parsing it each time cost more than the lookup.
+    terminating: Mutex<HashMap<String, (Revision, bool)>>,
+}
+
+impl NamespaceLifecycle {
+    pub fn new(namespaces: Arc<ResourceKind>) -> NamespaceLifecycle {
+        NamespaceLifecycle {
+            namespaces,
+            terminating: Mutex::default(),
+        }
+    }
+
+    fn terminating(&self, name: &str, kv: &KeyValue) -> Result<bool, ApiError> {
+        let mut known = self.terminating.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, terminating)) = known.get(name)
+            && *at == kv.mod_revision
+        {
+            return Ok(*terminating);
+        }
+        // Only the phase is read.
+        #[derive(Deserialize)]
+        struct Phase {
+            #[serde(default)]
+            status: Status,
+        }
+        #[derive(Deserialize, Default)]
+        struct Status {
+            #[serde(default)]
+            phase: String,
+        }
+        let namespace: Phase = serde_json::from_slice(&kv.value).map_err(|e| {
+            ApiError::internal(format!("stored namespace {name} is unreadable: {e}"))
+        })?;
+        let terminating = namespace.status.phase == "Terminating";
+        // Namespaces come and go: what is remembered is bounded, not kept forever.
+        if known.len() >= 10_000 {
+            known.clear();
+        }
+        known.insert(name.to_string(), (kv.mod_revision, terminating));
+        Ok(terminating)
+    }
 }
 
 #[async_trait::async_trait]
@@ -69,21 +112,7 @@ impl Plugin for NamespaceLifecycle {
             .await
             .map_err(|e| ApiError::unavailable(e.to_string()))?
             .ok_or_else(|| ApiError::not_found(ns.group_resource(), name))?;
-        // Only the phase is read: this runs on every create.
-        #[derive(Deserialize)]
-        struct Phase {
-            #[serde(default)]
-            status: Status,
-        }
-        #[derive(Deserialize, Default)]
-        struct Status {
-            #[serde(default)]
-            phase: String,
-        }
-        let namespace: Phase = serde_json::from_slice(&kv.value).map_err(|e| {
-            ApiError::internal(format!("stored namespace {name} is unreadable: {e}"))
-        })?;
-        if namespace.status.phase == "Terminating" {
+        if self.terminating(name, &kv)? {
             return Err(ApiError::forbidden(format!(
                 "unable to create new content in namespace {name} because it is being terminated"
             )));
@@ -197,9 +226,9 @@ pub fn chain(
     let mut plugins: Vec<Box<dyn Plugin>> = Vec::new();
     for name in KNOWN.iter().filter(|n| on(n)) {
         match *name {
-            "NamespaceLifecycle" => plugins.push(Box::new(NamespaceLifecycle {
-                namespaces: namespaces.clone(),
-            })),
+            "NamespaceLifecycle" => {
+                plugins.push(Box::new(NamespaceLifecycle::new(namespaces.clone())))
+            }
             other => bail!("admission plugin {other} is not available in this build yet"),
         }
     }

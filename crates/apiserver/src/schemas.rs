@@ -389,7 +389,13 @@ impl Schemas {
 
     /// `path` is where `value` is (a buffer extended and cut back on the way down: this
     /// runs on every write, and building each field's path anew cost more than the rest).
-    fn prune(&self, schema: &Value, value: &mut Value, path: &mut String, unknown: &mut Vec<String>) {
+    fn prune(
+        &self,
+        schema: &Value,
+        value: &mut Value,
+        path: &mut String,
+        unknown: &mut Vec<String>,
+    ) {
         if let Some(r) = schema.get("$ref").and_then(Value::as_str) {
             if let Some(d) = self.definitions.get(r.trim_start_matches(V3_REFS)) {
                 self.prune(d, value, path, unknown);
@@ -431,7 +437,10 @@ impl Schemas {
                 } else if let Some(values) =
                     schema.get("additionalProperties").filter(|a| a.is_object())
                 {
-                    for (key, v) in map.iter_mut().filter(|(_, v)| v.is_object() || v.is_array()) {
+                    for (key, v) in map
+                        .iter_mut()
+                        .filter(|(_, v)| v.is_object() || v.is_array())
+                    {
                         enter(path, key);
                         self.prune(values, v, path, unknown);
                         path.truncate(len);
