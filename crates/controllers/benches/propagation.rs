@@ -500,7 +500,7 @@ fn main() {
     for name in &names {
         env.join(name);
     }
-    let (manager, _) = start_manager(&env);
+    let (manager, metrics_port) = start_manager(&env);
     let ready: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "Ready")).collect();
     env.until_status(&ready);
 
@@ -521,6 +521,8 @@ fn main() {
             tokio::spawn(observe(c.app.clone(), copies.clone()));
         }
         // Burst.
+        let reconciles = |m: HashMap<String, (u64, u64)>| m.values().map(|v| v.0).sum::<u64>();
+        let reconciled = reconciles(sync_metrics(metrics_port).await);
         let phase = Phase::start(&env, &manager).await;
         let names: Arc<Vec<String>> = Arc::new((0..burst).map(|i| format!("{PREFIX}burst-{i:06}")).collect());
         let started = Instant::now();
@@ -554,10 +556,12 @@ fn main() {
             );
         }
         let figures = phase.end("burst").await;
+        let reconciled = reconciles(sync_metrics(metrics_port).await) - reconciled;
         println!(
-            "  per object created: {:.1} writes to the federation (its create included); controller-manager CPU {:.0} us per member copy",
+            "  per object created: {:.1} writes to the federation (its create included); controller-manager CPU {:.0} us and {:.2} reconciles per member copy",
             figures.federation_writes as f64 / burst.max(1) as f64,
-            micros(figures.manager_cpu, total_copies)
+            micros(figures.manager_cpu, total_copies),
+            reconciled as f64 / total_copies.max(1) as f64
         );
         peak = peak.max(figures.peak);
 

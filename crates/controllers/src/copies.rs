@@ -120,9 +120,22 @@ pub fn is_managed(metadata: &ObjectMeta) -> bool {
 /// Says which desired copy (by fingerprint) an object read from a member holds, if any.
 pub type Judge = Arc<dyn Fn(&Key, &Raw) -> Option<u64> + Send + Sync>;
 
+/// What the watch reported of a copy while this controller was writing it.
+enum Seen {
+    Applied {
+        managed: bool,
+        resource_version: String,
+    },
+    Deleted,
+}
+
 /// One member's copies of one type.
 pub struct Copies {
     copies: Mutex<HashMap<(String, String), Copy>>,
+    /// Copies being written by this controller, with the last event seen of each meanwhile:
+    /// a write's own event often arrives before its reply, and must not be taken for
+    /// someone else's change.
+    writing: Mutex<HashMap<(String, String), Option<Seen>>>,
     ready: signal::Sender<bool>,
 }
 
@@ -141,6 +154,72 @@ impl Copies {
             .lock()
             .expect("not poisoned")
             .insert((namespace.to_string(), name.to_string()), copy);
+    }
+
+    /// Notes that this controller is about to write the copy.
+    pub fn begin(&self, namespace: &str, name: &str) {
+        self.writing
+            .lock()
+            .expect("not poisoned")
+            .insert((namespace.to_string(), name.to_string()), None);
+    }
+
+    /// Records how a write begun with [`Copies::begin`] ended (`written`: the copy it made,
+    /// if it succeeded). Whether the copy must be looked at again: an event of another
+    /// version arrived meanwhile, and which of the two is the newer is not known.
+    pub fn finish(&self, namespace: &str, name: &str, written: Option<Copy>) -> bool {
+        let id = (namespace.to_string(), name.to_string());
+        let seen = self
+            .writing
+            .lock()
+            .expect("not poisoned")
+            .remove(&id)
+            .flatten();
+        let mut copies = self.copies.lock().expect("not poisoned");
+        match (written, seen) {
+            (None, None) => false,
+            (None, Some(Seen::Deleted)) => true,
+            (
+                None,
+                Some(Seen::Applied {
+                    managed,
+                    resource_version,
+                }),
+            ) => {
+                let copy = Copy {
+                    managed,
+                    resource_version,
+                    holds: None,
+                };
+                copies.insert(id, copy);
+                true
+            }
+            (
+                Some(c),
+                Some(Seen::Applied {
+                    resource_version, ..
+                }),
+            ) if resource_version == c.resource_version => {
+                copies.insert(id, c);
+                false
+            }
+            (Some(c), None) => {
+                copies.insert(id, c);
+                false
+            }
+            (Some(c), Some(_)) => {
+                copies.insert(id, Copy { holds: None, ..c });
+                true
+            }
+        }
+    }
+
+    /// Forgets a copy found gone.
+    pub fn remove(&self, namespace: &str, name: &str) {
+        self.copies
+            .lock()
+            .expect("not poisoned")
+            .remove(&(namespace.to_string(), name.to_string()));
     }
 
     /// Waits until the first listing is in.
@@ -195,6 +274,9 @@ impl Copies {
                 Ok(Event::Apply(o)) => self.applied(id_of(&o), &o, index, &judge),
                 Ok(Event::Delete(o)) => {
                     let id = id_of(&o);
+                    if let Some(seen) = self.writing.lock().expect("not poisoned").get_mut(&id) {
+                        *seen = Some(Seen::Deleted);
+                    }
                     self.copies.lock().expect("not poisoned").remove(&id);
                     vec![id]
                 }
@@ -220,6 +302,13 @@ impl Copies {
         judge: &Judge,
     ) -> Vec<(String, String)> {
         let rv = o.metadata.resource_version.clone().unwrap_or_default();
+        if let Some(seen) = self.writing.lock().expect("not poisoned").get_mut(&id) {
+            *seen = Some(Seen::Applied {
+                managed: is_managed(&o.metadata),
+                resource_version: rv,
+            });
+            return Vec::new();
+        }
         // The event of this controller's own write: known already.
         if self
             .copies
@@ -248,6 +337,7 @@ impl Default for Copies {
     fn default() -> Copies {
         Copies {
             copies: Mutex::new(HashMap::new()),
+            writing: Mutex::new(HashMap::new()),
             ready: signal::channel(false).0,
         }
     }
@@ -258,4 +348,67 @@ fn id_of(o: &Raw) -> (String, String) {
         o.metadata.namespace.clone().unwrap_or_default(),
         o.metadata.name.clone().unwrap_or_default(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(rv: &str) -> Raw {
+        serde_json::from_str(&format!(
+            r#"{{"metadata": {{"name": "a", "namespace": "n", "resourceVersion": "{rv}",
+                "annotations": {{"{}": "true"}}}}, "data": {{"k": "v"}}}}"#,
+            crate::sync::MANAGED
+        ))
+        .unwrap()
+    }
+
+    fn written(rv: &str) -> Option<Copy> {
+        Some(Copy {
+            managed: true,
+            resource_version: rv.into(),
+            holds: Some(7),
+        })
+    }
+
+    #[test]
+    fn a_writes_own_event_is_not_taken_for_a_change_even_before_its_reply() {
+        let copies = Copies::default();
+        let judge: Judge = Arc::new(|_, _| panic!("an own write's event is not judged"));
+        let id = ("n".to_string(), "a".to_string());
+        // The event arrives before the write's reply: nothing to reconcile, and the reply's
+        // version is what the copy holds.
+        copies.begin("n", "a");
+        assert!(
+            copies
+                .applied(id.clone(), &event("5"), 0, &judge)
+                .is_empty()
+        );
+        assert!(!copies.finish("n", "a", written("5")));
+        assert_eq!(copies.get("n", "a").unwrap().holds, Some(7));
+        // After the reply, the same event again is known by its version.
+        assert!(
+            copies
+                .applied(id.clone(), &event("5"), 0, &judge)
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn another_version_seen_during_a_write_is_looked_at_again() {
+        let copies = Copies::default();
+        let judge: Judge = Arc::new(|_, _| Some(1));
+        let id = ("n".to_string(), "a".to_string());
+        copies.begin("n", "a");
+        copies.applied(id.clone(), &event("6"), 0, &judge);
+        assert!(copies.finish("n", "a", written("5")));
+        assert_eq!(copies.get("n", "a").unwrap().holds, None);
+        // A failed write learns of the copy the event showed.
+        copies.begin("n", "a");
+        copies.applied(id, &event("8"), 0, &judge);
+        assert!(copies.finish("n", "a", None));
+        let copy = copies.get("n", "a").unwrap();
+        assert_eq!((copy.resource_version.as_str(), copy.holds), ("8", None));
+        assert!(copy.managed);
+    }
 }

@@ -721,13 +721,19 @@ impl SyncController {
             print,
         } = Desired::of(&object);
         // Records what the member now holds, as this write left it.
-        let wrote = |made: Written| {
-            let copy = Copy {
+        // Writes a copy, and records what the member then holds.
+        let write = |request| async {
+            copies.begin(ns, name);
+            let made = m.client.request::<Written>(request).await;
+            let copy = made.as_ref().ok().map(|made| Copy {
                 managed: true,
-                resource_version: made.metadata.resource_version,
+                resource_version: made.metadata.resource_version.clone(),
                 holds: Some(print),
-            };
-            copies.set(ns, name, copy);
+            });
+            if copies.finish(ns, name, copy) {
+                let _ = m.keys.send(key.clone());
+            }
+            made
         };
         let request = Request::new(DynamicObject::url_path(
             ar,
@@ -745,8 +751,8 @@ impl SyncController {
             (false, _) => "NotSelected",
             (true, None) => {
                 let create = request.create(&PostParams::default(), text)?;
-                match m.client.request::<Written>(create).await {
-                    Ok(made) => wrote(made),
+                match write(create).await {
+                    Ok(_) => {}
                     Err(kube::Error::Api(e)) if e.code == 409 => return Err(LookAgain.into()),
                     Err(e) => return Err(e.into()),
                 }
@@ -761,7 +767,10 @@ impl SyncController {
                 let read = request.get(name, &Default::default())?;
                 let have: Value = match m.client.request::<Value>(read).await {
                     Ok(v) => v,
-                    Err(kube::Error::Api(e)) if e.code == 404 => return Err(LookAgain.into()),
+                    Err(kube::Error::Api(e)) if e.code == 404 => {
+                        copies.remove(ns, name);
+                        return Err(LookAgain.into());
+                    }
                     Err(e) => return Err(e.into()),
                 };
                 if covers(&have, &want) {
@@ -781,7 +790,7 @@ impl SyncController {
                         &PostParams::default(),
                         serde_json::to_vec(&next)?,
                     )?;
-                    wrote(m.client.request::<Written>(replace).await?);
+                    write(replace).await?;
                 }
                 "Synced"
             }
