@@ -156,19 +156,24 @@ impl Copies {
             .insert((namespace.to_string(), name.to_string()), copy);
     }
 
-    /// Notes that this controller is about to write the copy.
-    pub fn begin(&self, namespace: &str, name: &str) {
+    /// Notes that this controller is about to write the copy, until the [`Write`] returned
+    /// is finished (or dropped, should the write never end).
+    pub fn begin<'a>(&'a self, namespace: &str, name: &str) -> Write<'a> {
+        let id = (namespace.to_string(), name.to_string());
         self.writing
             .lock()
             .expect("not poisoned")
-            .insert((namespace.to_string(), name.to_string()), None);
+            .insert(id.clone(), None);
+        Write {
+            copies: self,
+            id: Some(id),
+        }
     }
 
-    /// Records how a write begun with [`Copies::begin`] ended (`written`: the copy it made,
-    /// if it succeeded). Whether the copy must be looked at again: an event of another
-    /// version arrived meanwhile, and which of the two is the newer is not known.
-    pub fn finish(&self, namespace: &str, name: &str, written: Option<Copy>) -> bool {
-        let id = (namespace.to_string(), name.to_string());
+    /// Records how a write ended (`written`: the copy it made, if it succeeded). Whether
+    /// the copy must be looked at again: an event of another version arrived meanwhile,
+    /// and which of the two is the newer is not known.
+    fn finish(&self, id: (String, String), written: Option<Copy>) -> bool {
         let seen = self
             .writing
             .lock()
@@ -333,6 +338,28 @@ impl Copies {
     }
 }
 
+/// A write of a copy under way (see [`Copies::begin`]).
+pub struct Write<'a> {
+    copies: &'a Copies,
+    id: Option<(String, String)>,
+}
+
+impl Write<'_> {
+    /// See [`Copies::finish`].
+    pub fn finish(mut self, written: Option<Copy>) -> bool {
+        let id = self.id.take().expect("finished once");
+        self.copies.finish(id, written)
+    }
+}
+
+impl Drop for Write<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            self.copies.finish(id, None);
+        }
+    }
+}
+
 impl Default for Copies {
     fn default() -> Copies {
         Copies {
@@ -378,20 +405,14 @@ mod tests {
         let id = ("n".to_string(), "a".to_string());
         // The event arrives before the write's reply: nothing to reconcile, and the reply's
         // version is what the copy holds.
-        copies.begin("n", "a");
-        assert!(
-            copies
-                .applied(id.clone(), &event("5"), 0, &judge)
-                .is_empty()
-        );
-        assert!(!copies.finish("n", "a", written("5")));
+        let write = copies.begin("n", "a");
+        let changed = copies.applied(id.clone(), &event("5"), 0, &judge);
+        assert!(changed.is_empty());
+        assert!(!write.finish(written("5")));
         assert_eq!(copies.get("n", "a").unwrap().holds, Some(7));
         // After the reply, the same event again is known by its version.
-        assert!(
-            copies
-                .applied(id.clone(), &event("5"), 0, &judge)
-                .is_empty()
-        );
+        let changed = copies.applied(id, &event("5"), 0, &judge);
+        assert!(changed.is_empty());
     }
 
     #[test]
@@ -399,16 +420,19 @@ mod tests {
         let copies = Copies::default();
         let judge: Judge = Arc::new(|_, _| Some(1));
         let id = ("n".to_string(), "a".to_string());
-        copies.begin("n", "a");
+        let write = copies.begin("n", "a");
         copies.applied(id.clone(), &event("6"), 0, &judge);
-        assert!(copies.finish("n", "a", written("5")));
+        assert!(write.finish(written("5")));
         assert_eq!(copies.get("n", "a").unwrap().holds, None);
-        // A failed write learns of the copy the event showed.
-        copies.begin("n", "a");
-        copies.applied(id, &event("8"), 0, &judge);
-        assert!(copies.finish("n", "a", None));
+        // A write that ended without a reply (failed, or dropped) learns of the copy the
+        // event showed.
+        let write = copies.begin("n", "a");
+        copies.applied(id.clone(), &event("8"), 0, &judge);
+        drop(write);
         let copy = copies.get("n", "a").unwrap();
         assert_eq!((copy.resource_version.as_str(), copy.holds), ("8", None));
         assert!(copy.managed);
+        // Nothing is being written any more: events are taken in again.
+        assert_eq!(copies.applied(id.clone(), &event("9"), 0, &judge), vec![id]);
     }
 }

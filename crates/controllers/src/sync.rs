@@ -723,14 +723,14 @@ impl SyncController {
         // Records what the member now holds, as this write left it.
         // Writes a copy, and records what the member then holds.
         let write = |request| async {
-            copies.begin(ns, name);
+            let writing = copies.begin(ns, name);
             let made = m.client.request::<Written>(request).await;
             let copy = made.as_ref().ok().map(|made| Copy {
                 managed: true,
                 resource_version: made.metadata.resource_version.clone(),
                 holds: Some(print),
             });
-            if copies.finish(ns, name, copy) {
+            if writing.finish(copy) {
                 let _ = m.keys.send(key.clone());
             }
             made
