@@ -670,19 +670,20 @@ fn event_table(items: &[Value], metadata: Value) -> Value {
         })
         .collect();
     let now = jiff::Timestamp::now();
-    let since = |t: Option<&str>| {
-        t.and_then(|t| t.parse::<jiff::Timestamp>().ok())
+    let since = |t: &str| {
+        t.parse::<jiff::Timestamp>()
+            .ok()
             .map(|t| human_duration((now.as_second() - t.as_second()).max(0) as u64))
     };
     let rows: Vec<Value> = items
         .iter()
         .map(|item| {
             let s = |path: &str| item.pointer(path).and_then(Value::as_str).unwrap_or("");
-            let last = since(Some(s("/lastTimestamp")))
-                .or_else(|| since(Some(s("/eventTime"))))
-                .or_else(|| since(Some(meta::meta_str(item, "creationTimestamp"))))
+            let last = since(s("/lastTimestamp"))
+                .or_else(|| since(s("/eventTime")))
+                .or_else(|| since(meta::meta_str(item, "creationTimestamp")))
                 .unwrap_or_else(|| "<unknown>".into());
-            let first = since(Some(s("/firstTimestamp"))).unwrap_or_else(|| last.clone());
+            let first = since(s("/firstTimestamp")).unwrap_or_else(|| last.clone());
             let object = format!(
                 "{}/{}",
                 s("/involvedObject/kind").to_lowercase(),

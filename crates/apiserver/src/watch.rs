@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::objects::{present, present_raw, present_raw_at};
-use crate::reply::{Reply, to_table};
+use crate::reply::{Item, Reply, to_table};
 use crate::rest::{Query, Rest, Target, selectors};
 
 /// How long a watch lasts without `timeoutSeconds`, as kube-apiserver's minimum request
@@ -65,9 +65,9 @@ pub async fn watch(
                 .await
                 .map_err(|e| ApiError::unavailable(e.to_string()))?;
             for kv in &page.items {
-                match present_raw(kv, &kind).filter(|_| raw) {
-                    Some(bytes) => initial.push(Initial::Raw(bytes)),
-                    None => initial.push(Initial::Parsed(present(kv, &kind)?)),
+                match raw.then(|| present_raw(kv, &kind)).flatten() {
+                    Some(bytes) => initial.push(Item::Raw(bytes)),
+                    None => initial.push(Item::Parsed(present(kv, &kind)?)),
                 }
             }
             match page.continue_token {
@@ -107,9 +107,9 @@ pub async fn watch(
         let kind = task_kind;
         for object in initial {
             let sent = match object {
-                Initial::Raw(bytes) => send_raw(tx.clone(), "ADDED", bytes).await,
-                Initial::Parsed(o) if matches(&o) => send_line(&tx, "ADDED", o).await,
-                Initial::Parsed(_) => true,
+                Item::Raw(bytes) => send_raw(tx.clone(), "ADDED", bytes).await,
+                Item::Parsed(o) if matches(&o) => send_line(&tx, "ADDED", o).await,
+                Item::Parsed(_) => true,
             };
             if !sent {
                 return;
@@ -188,12 +188,6 @@ pub async fn watch(
     let body =
         tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok::<_, std::convert::Infallible>);
     Ok(Reply::Stream(Body::from_stream(body)))
-}
-
-/// An object of a watch's initial state, as stored or as presented.
-enum Initial {
-    Raw(Vec<u8>),
-    Parsed(Value),
 }
 
 /// Sends one event line. The type comes first, as kube-apiserver writes it: clients such

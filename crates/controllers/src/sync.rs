@@ -29,7 +29,7 @@ use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 
 use crate::cluster::cluster_resource;
-use crate::copies::{Copies, Copy, Judge, Raw};
+use crate::copies::{Copies, Copy, Judge, Key, Raw};
 use crate::members;
 use crate::metrics::Metrics;
 use crate::selector::Selector;
@@ -144,8 +144,6 @@ pub async fn enabled_types(
     }
     Ok(out)
 }
-
-use crate::copies::Key;
 
 fn api(client: &Client, ar: &ApiResource, namespaced: bool, namespace: &str) -> Api<DynamicObject> {
     if namespaced {
@@ -720,7 +718,6 @@ impl SyncController {
             text,
             print,
         } = Desired::of(&object);
-        // Records what the member now holds, as this write left it.
         // Writes a copy, and records what the member then holds.
         let write = |request| async {
             let writing = copies.begin(ns, name);
