@@ -83,6 +83,7 @@ impl Entry {
 }
 
 /// The state at one revision.
+#[derive(Clone)]
 struct Snapshot {
     revision: Revision,
     map: OrdMap<Arc<str>, Entry>,
@@ -96,11 +97,15 @@ struct Shared {
 }
 
 impl Shared {
+    /// The current state, kept for as long as the caller reads it.
     fn snapshot(&self) -> Arc<Snapshot> {
-        self.snapshot
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.current().clone()
+    }
+
+    /// The current state, for a short read: no snapshot is held, so the next write can
+    /// change the map in place rather than copy the path to the key it writes.
+    fn current(&self) -> std::sync::RwLockReadGuard<'_, Arc<Snapshot>> {
+        self.snapshot.read().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -294,8 +299,8 @@ impl Drop for EmbeddedStore {
 impl Store for EmbeddedStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
         check_key(key)?;
-        let snap = self.shared.snapshot();
-        Ok(snap.map.get_key_value(key).map(|(k, e)| e.kv(k)))
+        let current = self.shared.current();
+        Ok(current.map.get_key_value(key).map(|(k, e)| e.kv(k)))
     }
 
     async fn list(&self, prefix: &str, options: ListOptions) -> Result<ListPage> {
@@ -402,7 +407,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn current_revision(&self) -> Result<Revision> {
-        Ok(self.shared.snapshot().revision)
+        Ok(self.shared.current().revision)
     }
 
     async fn compact(&self, revision: Revision) -> Result<()> {
@@ -528,8 +533,25 @@ impl Committer {
     }
 
     fn commit(&mut self, batch: Vec<Request>) {
-        let snap = self.shared.snapshot();
-        let mut map = snap.map.clone();
+        let shared = self.shared.clone();
+        // In memory, nothing can fail after the checks: the state is changed in place under
+        // the lock (a persistent map copies only the nodes a reader's snapshot still shares,
+        // none at all when no reader holds one). With a data file, the batch is applied to a
+        // copy that replaces the state once it is on disk.
+        let (mut in_place, mut copy) = if self.disk.is_none() {
+            (
+                Some(shared.snapshot.write().unwrap_or_else(|e| e.into_inner())),
+                None,
+            )
+        } else {
+            (None, Some(Snapshot::clone(&shared.snapshot())))
+        };
+        let snap: &mut Snapshot = match (&mut in_place, &mut copy) {
+            (Some(guard), _) => Arc::make_mut(guard),
+            (None, Some(copy)) => copy,
+            (None, None) => unreachable!("one of the two is set above"),
+        };
+        let map = &mut snap.map;
         let mut revision = snap.revision;
         let mut changes: Vec<Change> = Vec::with_capacity(batch.len());
         let mut compact_to: Option<Revision> = None;
@@ -567,7 +589,7 @@ impl Committer {
                             expires_at: expiry(ttl),
                         };
                         Ok(Outcome::Written(Self::put(
-                            &mut map,
+                            map,
                             &mut changes,
                             key,
                             entry,
@@ -597,7 +619,7 @@ impl Committer {
                             mod_revision: revision,
                             expires_at: expiry(ttl),
                         };
-                        let kv = Self::put(&mut map, &mut changes, key, entry, Some(prev));
+                        let kv = Self::put(map, &mut changes, key, entry, Some(prev));
                         Ok(Outcome::Written(kv))
                     }
                 },
@@ -662,13 +684,13 @@ impl Committer {
                 self.expiries.insert((c.expires_at, c.event.kv.key.clone()));
             }
         }
+        snap.revision = revision;
         hub.publish(events, revision, new_start, || {
-            *self
-                .shared
-                .snapshot
-                .write()
-                .unwrap_or_else(|e| e.into_inner()) = Arc::new(Snapshot { revision, map });
+            if let Some(copy) = copy {
+                *shared.snapshot.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(copy);
+            }
         });
+        drop(in_place);
         for (reply, outcome) in replies {
             // The caller may have given up waiting; the write stands all the same.
             let _ = reply.send(outcome);
