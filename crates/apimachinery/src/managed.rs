@@ -33,14 +33,22 @@ fn ignored(path: &[Seg]) -> bool {
             | "deletionTimestamp" | "deletionGracePeriodSeconds" | "managedFields" | "selfLink"))
 }
 
-/// Every leaf field of an object with its value.
-pub fn leaves(object: &Value) -> BTreeMap<Path, Value> {
+/// Every leaf field of an object with its value (a keyed list item's value is its key).
+pub fn leaves(object: &Value) -> BTreeMap<Path, &Value> {
     let mut out = BTreeMap::new();
-    walk(object, &mut Vec::new(), None, &mut out);
+    visit(object, &mut Vec::new(), None, &mut |path, v| {
+        out.insert(path.clone(), v);
+    });
     out
 }
 
-fn walk(v: &Value, path: &mut Path, field: Option<&str>, out: &mut BTreeMap<Path, Value>) {
+/// Calls `leaf` with every leaf field's path and value.
+fn visit<'a>(
+    v: &'a Value,
+    path: &mut Path,
+    field: Option<&str>,
+    leaf: &mut impl FnMut(&Path, &'a Value),
+) {
     match v {
         Value::Object(m) if !m.is_empty() => {
             for (k, child) in m {
@@ -48,7 +56,7 @@ fn walk(v: &Value, path: &mut Path, field: Option<&str>, out: &mut BTreeMap<Path
                 // Ignored fields are never descended into: status and managedFields are
                 // most of an object.
                 if path.len() > 2 || !ignored(path) {
-                    walk(child, path, Some(k), out);
+                    visit(child, path, Some(k), leaf);
                 }
                 path.pop();
             }
@@ -58,25 +66,21 @@ fn walk(v: &Value, path: &mut Path, field: Option<&str>, out: &mut BTreeMap<Path
                 for item in items {
                     let Some(id) = item.get(key) else { continue };
                     path.push(Seg::Key(json!({ key: id }).to_string()));
-                    out.insert(path.clone(), json!({ key: id }));
-                    walk(item, path, None, out);
+                    leaf(path, id);
+                    visit(item, path, None, leaf);
                     path.pop();
                 }
             }
             ListKind::Set => {
                 for item in items {
                     path.push(Seg::Value(item.to_string()));
-                    out.insert(path.clone(), item.clone());
+                    leaf(path, item);
                     path.pop();
                 }
             }
-            ListKind::Atomic => {
-                out.insert(path.clone(), v.clone());
-            }
+            ListKind::Atomic => leaf(path, v),
         },
-        leaf => {
-            out.insert(path.clone(), leaf.clone());
-        }
+        _ => leaf(path, v),
     }
 }
 
@@ -84,24 +88,29 @@ fn walk(v: &Value, path: &mut Path, field: Option<&str>, out: &mut BTreeMap<Path
 pub fn to_fields_v1(paths: &BTreeSet<Path>) -> Value {
     let mut root = Map::new();
     for p in paths {
-        let mut node = &mut root;
-        for seg in p {
-            let key = match seg {
-                Seg::Field(f) => format!("f:{f}"),
-                Seg::Key(k) => format!("k:{k}"),
-                Seg::Value(v) => format!("v:{v}"),
-            };
-            node = node
-                .entry(key)
-                .or_insert_with(|| Value::Object(Map::new()))
-                .as_object_mut()
-                .expect("FieldsV1 nodes are objects");
-            if matches!(seg, Seg::Key(_)) {
-                node.entry(".").or_insert_with(|| json!({}));
-            }
-        }
+        add_path(&mut root, p);
     }
     Value::Object(root)
+}
+
+/// Adds one path to a FieldsV1 tree.
+fn add_path(root: &mut Map<String, Value>, path: &Path) {
+    let mut node = root;
+    for seg in path {
+        let key = match seg {
+            Seg::Field(f) => format!("f:{f}"),
+            Seg::Key(k) => format!("k:{k}"),
+            Seg::Value(v) => format!("v:{v}"),
+        };
+        node = node
+            .entry(key)
+            .or_insert_with(|| Value::Object(Map::new()))
+            .as_object_mut()
+            .expect("FieldsV1 nodes are objects");
+        if matches!(seg, Seg::Key(_)) {
+            node.entry(".").or_insert_with(|| json!({}));
+        }
+    }
 }
 
 /// A FieldsV1 value as the leaf paths it names.
@@ -165,16 +174,31 @@ fn store_entries(object: &mut Value, entries: Vec<Entry>) {
         .into_iter()
         .filter(|e| !e.fields.is_empty())
         .map(|e| {
-            json!({
-                "manager": e.manager,
-                "operation": e.operation,
-                "apiVersion": e.api_version,
-                "time": e.time,
-                "fieldsType": "FieldsV1",
-                "fieldsV1": to_fields_v1(&e.fields),
-            })
+            let fields = to_fields_v1(&e.fields);
+            entry_value(&e.manager, &e.operation, &e.api_version, &e.time, fields)
         })
         .collect();
+    set_entries(object, list);
+}
+
+fn entry_value(
+    manager: &str,
+    operation: &str,
+    api_version: &str,
+    time: &str,
+    fields: Value,
+) -> Value {
+    json!({
+        "manager": manager,
+        "operation": operation,
+        "apiVersion": api_version,
+        "time": time,
+        "fieldsType": "FieldsV1",
+        "fieldsV1": fields,
+    })
+}
+
+fn set_entries(object: &mut Value, list: Vec<Value>) {
     if let Some(m) = object.get_mut("metadata").and_then(Value::as_object_mut) {
         if list.is_empty() {
             m.remove("managedFields");
@@ -197,14 +221,34 @@ pub fn record_update(
     api_version: &str,
     now: &str,
 ) {
-    let before = old.map(leaves).unwrap_or_default();
+    let Some(old) = old else {
+        // A create: the manager owns every field, written straight into FieldsV1 form.
+        let mut fields = Map::new();
+        visit(new, &mut Vec::new(), None, &mut |path, _| {
+            add_path(&mut fields, path)
+        });
+        let list = if fields.is_empty() {
+            Vec::new()
+        } else {
+            vec![entry_value(
+                manager,
+                "Update",
+                api_version,
+                now,
+                Value::Object(fields),
+            )]
+        };
+        set_entries(new, list);
+        return;
+    };
+    let before = leaves(old);
     let after = leaves(new);
     let changed: BTreeSet<Path> = after
         .iter()
         .filter(|(p, v)| before.get(*p) != Some(*v))
         .map(|(p, _)| p.clone())
         .collect();
-    let mut list = old.map(entries).unwrap_or_default();
+    let mut list = entries(old);
     for e in &mut list {
         e.fields
             .retain(|p| after.contains_key(p) && !changed.contains(p));
@@ -383,6 +427,31 @@ mod tests {
         assert!(f["f:metadata"]["f:finalizers"]["v:\"x\""].is_object());
         assert!(f["f:metadata"].get("f:name").is_none());
         assert_eq!(from_fields_v1(&f), paths);
+    }
+
+    #[test]
+    fn a_create_owns_every_field_it_sets() {
+        let now = "2026-01-01T00:00:00Z";
+        let mut o = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "a", "labels": {"app": "web"}, "finalizers": ["x"],
+                "managedFields": [{"manager": "forged"}]},
+            "spec": {"replicas": 2, "template": {"spec": {"containers": [{"name": "web", "image": "nginx"}]}}},
+            "status": {"replicas": 9}});
+        let paths: BTreeSet<Path> = leaves(&o).into_keys().collect();
+        record_update(None, &mut o, "kubectl", "apps/v1", now);
+        let list = o["metadata"]["managedFields"].as_array().unwrap();
+        assert_eq!(list.len(), 1, "the client's own managedFields are replaced");
+        assert_eq!(list[0]["manager"], "kubectl");
+        assert_eq!(list[0]["operation"], "Update");
+        assert_eq!(list[0]["fieldsV1"], to_fields_v1(&paths));
+        let item = &list[0]["fieldsV1"]["f:spec"]["f:template"]["f:spec"]["f:containers"]["k:{\"name\":\"web\"}"];
+        assert_eq!(item["."], json!({}));
+        assert_eq!(item["f:image"], json!({}));
+        assert!(list[0]["fieldsV1"].get("f:status").is_none());
+        // Nothing but what the server owns: no entry at all.
+        let mut bare = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "b"}});
+        record_update(None, &mut bare, "kubectl", "v1", now);
+        assert!(bare["metadata"].get("managedFields").is_none());
     }
 
     #[test]
