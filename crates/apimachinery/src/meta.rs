@@ -4,9 +4,18 @@ use serde_json::{Map, Value};
 
 /// The current time as Kubernetes writes timestamps: RFC 3339, seconds, UTC.
 pub fn now() -> String {
-    jiff::Timestamp::now()
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
+    thread_local! {
+        // Every write stamps the time: formatted once a second per thread.
+        static LAST: std::cell::RefCell<(i64, String)> = const { std::cell::RefCell::new((i64::MIN, String::new())) };
+    }
+    let t = jiff::Timestamp::now();
+    LAST.with_borrow_mut(|(second, text)| {
+        if *second != t.as_second() {
+            *second = t.as_second();
+            *text = t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+        }
+        text.clone()
+    })
 }
 
 /// A new object UID.

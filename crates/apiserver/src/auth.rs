@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use axum::http::HeaderMap;
 use base64::Engine as _;
@@ -28,41 +29,45 @@ impl User {
 
 /// Tokens that come and go while the server runs (service-account tokens).
 #[derive(Default)]
-pub struct TokenTable(std::sync::RwLock<HashMap<String, User>>);
+pub struct TokenTable(std::sync::RwLock<HashMap<String, Arc<User>>>);
 
 impl TokenTable {
     pub fn insert(&self, token: String, user: User) {
-        self.0.write().expect("not poisoned").insert(token, user);
+        self.0
+            .write()
+            .expect("not poisoned")
+            .insert(token, Arc::new(user));
     }
 
     pub fn remove(&self, token: &str) {
         self.0.write().expect("not poisoned").remove(token);
     }
 
-    fn get(&self, token: &str) -> Option<User> {
+    fn get(&self, token: &str) -> Option<Arc<User>> {
         self.0.read().expect("not poisoned").get(token).cloned()
     }
 }
 
 #[derive(Default)]
 pub struct Authenticator {
-    tokens: HashMap<String, User>,
+    /// Shared, so that authenticating a request copies no names.
+    tokens: HashMap<String, Arc<User>>,
     /// Checked after the static tokens.
     pub dynamic_tokens: Option<std::sync::Arc<TokenTable>>,
     /// By user name: the password and the user.
-    passwords: HashMap<String, (String, User)>,
+    passwords: HashMap<String, (String, Arc<User>)>,
     pub anonymous: bool,
 }
 
 impl Authenticator {
     pub fn add_token(&mut self, token: String, user: User) {
-        self.tokens.insert(token, user);
+        self.tokens.insert(token, Arc::new(user));
     }
 
     /// Loads `token,user,uid[,"group1,group2"]` lines.
     pub fn load_tokens(&mut self, path: &Path) -> anyhow::Result<()> {
         for (secret, user) in read_csv(path)? {
-            self.tokens.insert(secret, user);
+            self.tokens.insert(secret, Arc::new(user));
         }
         Ok(())
     }
@@ -70,7 +75,8 @@ impl Authenticator {
     /// Loads `password,user,uid[,"group1,group2"]` lines.
     pub fn load_passwords(&mut self, path: &Path) -> anyhow::Result<()> {
         for (secret, user) in read_csv(path)? {
-            self.passwords.insert(user.name.clone(), (secret, user));
+            self.passwords
+                .insert(user.name.clone(), (secret, Arc::new(user)));
         }
         Ok(())
     }
@@ -81,8 +87,8 @@ impl Authenticator {
     pub fn authenticate(
         &self,
         headers: &HeaderMap,
-        cert_user: Option<&User>,
-    ) -> Result<User, ApiError> {
+        cert_user: Option<&Arc<User>>,
+    ) -> Result<Arc<User>, ApiError> {
         if let Some(auth) = headers.get("authorization") {
             let auth = auth.to_str().map_err(|_| ApiError::unauthorized())?;
             if let Some(token) = auth.strip_prefix("Bearer ") {
@@ -112,7 +118,7 @@ impl Authenticator {
             return Ok(user.clone());
         }
         if self.anonymous {
-            return Ok(User::anonymous());
+            return Ok(Arc::new(User::anonymous()));
         }
         Err(ApiError::unauthorized())
     }
@@ -211,11 +217,11 @@ mod tests {
     #[test]
     fn credentials() {
         let mut a = Authenticator::default();
-        let user = User {
+        let user = Arc::new(User {
             name: "admin".into(),
             uid: "1".into(),
             groups: vec![],
-        };
+        });
         a.tokens.insert("t".into(), user.clone());
         a.passwords
             .insert("admin".into(), ("pw".into(), user.clone()));

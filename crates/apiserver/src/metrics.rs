@@ -18,14 +18,21 @@ struct Histogram {
     count: u64,
 }
 
+/// Counts by verb, then resource: looked up by the request's own strings, so that counting
+/// a request allocates nothing.
 #[derive(Default)]
 pub struct Metrics {
-    totals: Mutex<BTreeMap<(String, String, u16), u64>>,
-    durations: Mutex<BTreeMap<(String, String), Histogram>>,
+    series: Mutex<BTreeMap<String, BTreeMap<String, Series>>>,
+}
+
+#[derive(Default)]
+struct Series {
+    codes: BTreeMap<u16, u64>,
+    durations: Histogram,
 }
 
 /// The verb and resource of a request path, as kube-apiserver labels them.
-pub fn labels(method: &str, path: &str, query: Option<&str>) -> (String, String) {
+pub fn labels<'a>(method: &'a str, path: &'a str, query: Option<&str>) -> (&'a str, &'a str) {
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let rest: &[&str] = match segments.as_slice() {
         ["api", _, rest @ ..] => rest,
@@ -33,14 +40,10 @@ pub fn labels(method: &str, path: &str, query: Option<&str>) -> (String, String)
         _ => &[],
     };
     let rest = match rest {
-        ["namespaces", _, plural, tail @ ..] if !plural.is_empty() && rest.len() > 2 => {
-            let mut v = vec![*plural];
-            v.extend(tail);
-            v
-        }
-        other => other.to_vec(),
+        ["namespaces", _, plural, ..] if !plural.is_empty() => &rest[2..],
+        other => other,
     };
-    let resource = rest.first().copied().unwrap_or("").to_string();
+    let resource = rest.first().copied().unwrap_or("");
     let collection = rest.len() == 1;
     let watching = query.is_some_and(|q| q.split('&').any(|p| p == "watch=true" || p == "watch=1"));
     let verb = match method {
@@ -49,21 +52,23 @@ pub fn labels(method: &str, path: &str, query: Option<&str>) -> (String, String)
         "DELETE" if collection => "DELETECOLLECTION",
         m => m,
     };
-    (verb.to_string(), resource)
+    (verb, resource)
 }
 
 impl Metrics {
     pub fn observe(&self, verb: &str, resource: &str, code: u16, took: Duration) {
-        let key = (verb.to_string(), resource.to_string());
-        *self
-            .totals
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry((key.0.clone(), key.1.clone(), code))
-            .or_default() += 1;
+        let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner());
+        let by_resource = match series.get_mut(verb) {
+            Some(r) => r,
+            None => series.entry(verb.to_string()).or_default(),
+        };
+        let s = match by_resource.get_mut(resource) {
+            Some(s) => s,
+            None => by_resource.entry(resource.to_string()).or_default(),
+        };
+        *s.codes.entry(code).or_default() += 1;
         let secs = took.as_secs_f64();
-        let mut durations = self.durations.lock().unwrap_or_else(|e| e.into_inner());
-        let h = durations.entry(key).or_default();
+        let h = &mut s.durations;
         for (i, le) in BUCKETS.iter().enumerate() {
             if secs <= *le {
                 h.counts[i] += 1;
@@ -74,27 +79,29 @@ impl Metrics {
     }
 
     pub fn render(&self) -> String {
+        let series = self.series.lock().unwrap_or_else(|e| e.into_inner());
+        let all = || {
+            series
+                .iter()
+                .flat_map(|(verb, r)| r.iter().map(move |(resource, s)| (verb, resource, s)))
+        };
         let mut out = String::new();
         out.push_str("# HELP apiserver_request_total Requests, by verb, resource and HTTP code.\n");
         out.push_str("# TYPE apiserver_request_total counter\n");
-        for ((verb, resource, code), n) in
-            self.totals.lock().unwrap_or_else(|e| e.into_inner()).iter()
-        {
-            let _ = writeln!(
-                out,
-                "apiserver_request_total{{verb=\"{verb}\",resource=\"{resource}\",code=\"{code}\"}} {n}"
-            );
+        for (verb, resource, s) in all() {
+            for (code, n) in &s.codes {
+                let _ = writeln!(
+                    out,
+                    "apiserver_request_total{{verb=\"{verb}\",resource=\"{resource}\",code=\"{code}\"}} {n}"
+                );
+            }
         }
         out.push_str(
             "# HELP apiserver_request_duration_seconds Request latency, by verb and resource.\n",
         );
         out.push_str("# TYPE apiserver_request_duration_seconds histogram\n");
-        for ((verb, resource), h) in self
-            .durations
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
+        for (verb, resource, s) in all() {
+            let h = &s.durations;
             let l = format!("verb=\"{verb}\",resource=\"{resource}\"");
             for (le, n) in BUCKETS.iter().zip(h.counts) {
                 let _ = writeln!(
@@ -130,21 +137,21 @@ mod tests {
     fn labels_and_text() {
         assert_eq!(
             labels("GET", "/api/v1/namespaces/a/configmaps", None),
-            ("LIST".into(), "configmaps".into())
+            ("LIST", "configmaps")
         );
         assert_eq!(
             labels("GET", "/api/v1/namespaces/a/configmaps", Some("watch=true")),
-            ("WATCH".into(), "configmaps".into())
+            ("WATCH", "configmaps")
         );
         assert_eq!(
             labels("GET", "/apis/apps/v1/namespaces/a/deployments/web", None),
-            ("GET".into(), "deployments".into())
+            ("GET", "deployments")
         );
         assert_eq!(
             labels("PUT", "/api/v1/namespaces/a", None),
-            ("PUT".into(), "namespaces".into())
+            ("PUT", "namespaces")
         );
-        assert_eq!(labels("GET", "/healthz", None), ("GET".into(), "".into()));
+        assert_eq!(labels("GET", "/healthz", None), ("GET", ""));
         let m = Metrics::default();
         m.observe("LIST", "configmaps", 200, Duration::from_millis(3));
         let text = m.render();

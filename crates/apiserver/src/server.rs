@@ -103,10 +103,10 @@ impl App {
         Ok(())
     }
 
-    pub async fn handle(&self, req: Request<Body>, cert_user: Option<&User>) -> Response {
+    pub async fn handle(&self, req: Request<Body>, cert_user: Option<&Arc<User>>) -> Response {
         let started = std::time::Instant::now();
-        let (verb, resource) =
-            crate::metrics::labels(req.method().as_str(), req.uri().path(), req.uri().query());
+        let (method, uri) = (req.method().clone(), req.uri().clone());
+        let (verb, resource) = crate::metrics::labels(method.as_str(), uri.path(), uri.query());
         let accept = req
             .headers()
             .get(header::ACCEPT)
@@ -122,8 +122,8 @@ impl App {
             Err(e) => error_response(&e),
         };
         self.metrics.observe(
-            &verb,
-            &resource,
+            verb,
+            resource,
             response.status().as_u16(),
             started.elapsed(),
         );
@@ -296,7 +296,7 @@ pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, app: A
                 let (app, cert_user) = (app.clone(), cert_user.clone());
                 async move {
                     let req = req.map(Body::new);
-                    let mut resp = app.handle(req, cert_user.as_deref()).await;
+                    let mut resp = app.handle(req, cert_user.as_ref()).await;
                     resp.headers_mut().insert(
                         "cache-control",
                         HeaderValue::from_static("no-cache, private"),
