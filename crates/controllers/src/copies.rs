@@ -28,7 +28,7 @@ pub type Key = (usize, String, String);
 pub struct Copy {
     /// It carries Fellowship's marker: it is the federation's to change or delete.
     pub managed: bool,
-    pub resource_version: String,
+    pub resource_version: Box<str>,
     /// The fingerprint of the desired copy this one was found or written to hold.
     pub holds: Option<u64>,
 }
@@ -129,9 +129,44 @@ enum Seen {
     Deleted,
 }
 
+/// Copies by namespace, then name: a namespace's name is kept once, not once a copy (a
+/// member holds up to a copy of every federated object), and a lookup by the names at hand
+/// allocates nothing.
+#[derive(Default)]
+struct ByName(HashMap<String, HashMap<Box<str>, Copy>>);
+
+impl ByName {
+    fn get(&self, namespace: &str, name: &str) -> Option<&Copy> {
+        self.0.get(namespace)?.get(name)
+    }
+
+    fn insert(&mut self, namespace: &str, name: &str, copy: Copy) {
+        let names = match self.0.get_mut(namespace) {
+            Some(names) => names,
+            None => self.0.entry(namespace.to_string()).or_default(),
+        };
+        names.insert(name.into(), copy);
+    }
+
+    fn remove(&mut self, namespace: &str, name: &str) {
+        if let Some(names) = self.0.get_mut(namespace) {
+            names.remove(name);
+            if names.is_empty() {
+                self.0.remove(namespace);
+            }
+        }
+    }
+
+    fn ids(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0
+            .iter()
+            .flat_map(|(ns, names)| names.keys().map(move |name| (ns.as_str(), &**name)))
+    }
+}
+
 /// One member's copies of one type.
 pub struct Copies {
-    copies: Mutex<HashMap<(String, String), Copy>>,
+    copies: Mutex<ByName>,
     /// Copies being written by this controller, with the last event seen of each meanwhile:
     /// a write's own event often arrives before its reply, and must not be taken for
     /// someone else's change.
@@ -144,7 +179,7 @@ impl Copies {
         self.copies
             .lock()
             .expect("not poisoned")
-            .get(&(namespace.to_string(), name.to_string()))
+            .get(namespace, name)
             .cloned()
     }
 
@@ -153,7 +188,7 @@ impl Copies {
         self.copies
             .lock()
             .expect("not poisoned")
-            .insert((namespace.to_string(), name.to_string()), copy);
+            .insert(namespace, name, copy);
     }
 
     /// Notes that this controller is about to write the copy, until the [`Write`] returned
@@ -193,10 +228,10 @@ impl Copies {
             ) => {
                 let copy = Copy {
                     managed,
-                    resource_version,
+                    resource_version: resource_version.into(),
                     holds: None,
                 };
-                copies.insert(id, copy);
+                copies.insert(&id.0, &id.1, copy);
                 true
             }
             (
@@ -204,16 +239,16 @@ impl Copies {
                 Some(Seen::Applied {
                     resource_version, ..
                 }),
-            ) if resource_version == c.resource_version => {
-                copies.insert(id, c);
+            ) if *resource_version == *c.resource_version => {
+                copies.insert(&id.0, &id.1, c);
                 false
             }
             (Some(c), None) => {
-                copies.insert(id, c);
+                copies.insert(&id.0, &id.1, c);
                 false
             }
             (Some(c), Some(_)) => {
-                copies.insert(id, Copy { holds: None, ..c });
+                copies.insert(&id.0, &id.1, Copy { holds: None, ..c });
                 true
             }
         }
@@ -224,7 +259,7 @@ impl Copies {
         self.copies
             .lock()
             .expect("not poisoned")
-            .remove(&(namespace.to_string(), name.to_string()));
+            .remove(namespace, name);
     }
 
     /// Waits until the first listing is in.
@@ -265,12 +300,12 @@ impl Copies {
                     let seen = listing.take().unwrap_or_default();
                     let mut copies = self.copies.lock().expect("not poisoned");
                     let gone: Vec<(String, String)> = copies
-                        .keys()
-                        .filter(|k| !seen.contains(*k))
-                        .cloned()
+                        .ids()
+                        .map(|(ns, name)| (ns.to_string(), name.to_string()))
+                        .filter(|k| !seen.contains(k))
                         .collect();
-                    for k in &gone {
-                        copies.remove(k);
+                    for (ns, name) in &gone {
+                        copies.remove(ns, name);
                     }
                     drop(copies);
                     self.ready.send_replace(true);
@@ -282,7 +317,10 @@ impl Copies {
                     if let Some(seen) = self.writing.lock().expect("not poisoned").get_mut(&id) {
                         *seen = Some(Seen::Deleted);
                     }
-                    self.copies.lock().expect("not poisoned").remove(&id);
+                    self.copies
+                        .lock()
+                        .expect("not poisoned")
+                        .remove(&id.0, &id.1);
                     vec![id]
                 }
                 Err(e) => {
@@ -319,21 +357,21 @@ impl Copies {
             .copies
             .lock()
             .expect("not poisoned")
-            .get(&id)
-            .is_some_and(|c| c.resource_version == rv)
+            .get(&id.0, &id.1)
+            .is_some_and(|c| *c.resource_version == *rv)
         {
             return Vec::new();
         }
         let key = (index, id.0.clone(), id.1.clone());
         let copy = Copy {
             managed: is_managed(&o.metadata),
-            resource_version: rv,
+            resource_version: rv.into(),
             holds: judge(&key, o),
         };
         self.copies
             .lock()
             .expect("not poisoned")
-            .insert(id.clone(), copy);
+            .insert(&id.0, &id.1, copy);
         vec![id]
     }
 }
@@ -363,7 +401,7 @@ impl Drop for Write<'_> {
 impl Default for Copies {
     fn default() -> Copies {
         Copies {
-            copies: Mutex::new(HashMap::new()),
+            copies: Mutex::new(ByName::default()),
             writing: Mutex::new(HashMap::new()),
             ready: signal::channel(false).0,
         }
@@ -430,7 +468,7 @@ mod tests {
         copies.applied(id.clone(), &event("8"), 0, &judge);
         drop(write);
         let copy = copies.get("n", "a").unwrap();
-        assert_eq!((copy.resource_version.as_str(), copy.holds), ("8", None));
+        assert_eq!((&*copy.resource_version, copy.holds), ("8", None));
         assert!(copy.managed);
         // Nothing is being written any more: events are taken in again.
         assert_eq!(copies.applied(id.clone(), &event("9"), 0, &judge), vec![id]);
