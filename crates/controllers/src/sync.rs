@@ -10,7 +10,7 @@
 //! finalizers; a cascading delete removes the member copies (in every registered cluster,
 //! waiting for those not Ready), an orphaning one leaves them.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::{Hash as _, Hasher as _};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,7 +25,7 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource as _, ResourceExt as _};
 use serde_json::{Map, Value, json};
-use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 
 use crate::cluster::cluster_resource;
@@ -357,22 +357,28 @@ pub struct SyncController {
     members: Mutex<HashMap<String, Arc<Member>>>,
     /// Clusters whose member is being started.
     starting: Mutex<BTreeSet<String>>,
-    /// Objects whose finalizers are being seen to, one task each; `true` when the object
-    /// changed while its task ran, so that it looks once more.
-    finalizing: Mutex<BTreeMap<Key, bool>>,
-    /// Bounds the finalizer work in flight: a burst of new objects would otherwise open a
-    /// connection to the federation API for each.
-    finalizer_writes: Semaphore,
+    /// Federated objects whose finalizers are to be seen to, for the finalizer worker.
+    finalize: mpsc::UnboundedSender<Key>,
+    finalize_queue: Mutex<Option<mpsc::UnboundedReceiver<Key>>>,
     /// The last state known of each object in each cluster (seeded from the object's
     /// annotation, so a restart rewrites nothing that did not change).
-    states: Mutex<HashMap<Key, BTreeMap<String, String>>>,
+    states: Mutex<HashMap<Key, States>>,
     /// A hash of what each federated object's copies are made of, as last sent to the
     /// members.
     fingerprints: Mutex<HashMap<Key, (u64, bool)>>,
     /// State changes not yet written, by object; the publisher batches them.
-    unpublished: Mutex<BTreeMap<Key, Vec<(String, String)>>>,
+    unpublished: Mutex<BTreeMap<Key, Vec<(Text, Text)>>>,
+    /// Cluster names and the states every object shares, kept once (see [`States`]).
+    texts: Mutex<HashSet<Text>>,
     publish: Notify,
 }
+
+/// A cluster name or an object's state in a cluster.
+type Text = Arc<str>;
+
+/// An object's state in each cluster. A million of these strings (100,000 objects in 10
+/// clusters) would be a million allocations: the names and the common states are shared.
+type States = BTreeMap<Text, Text>;
 
 /// A reconcile to run again without reporting a failure: the cache has not caught up.
 #[derive(Debug)]
@@ -395,6 +401,7 @@ impl SyncController {
         types: Vec<(ApiResource, bool)>,
         metrics: Arc<Metrics>,
     ) -> Arc<SyncController> {
+        let (finalize_tx, finalize_rx) = mpsc::unbounded_channel();
         Arc::new(SyncController {
             federation,
             host,
@@ -404,11 +411,12 @@ impl SyncController {
             federated: Mutex::new(Vec::new()),
             members: Mutex::new(HashMap::new()),
             starting: Mutex::new(BTreeSet::new()),
-            finalizing: Mutex::new(BTreeMap::new()),
-            finalizer_writes: Semaphore::new(CONCURRENCY),
+            finalize: finalize_tx,
+            finalize_queue: Mutex::new(Some(finalize_rx)),
             states: Mutex::new(HashMap::new()),
             fingerprints: Mutex::new(HashMap::new()),
             unpublished: Mutex::new(BTreeMap::new()),
+            texts: Mutex::new(HashSet::new()),
             publish: Notify::new(),
         })
     }
@@ -426,6 +434,9 @@ impl SyncController {
     pub async fn run(self: Arc<Self>) {
         let publisher = tokio::spawn(self.clone().publisher());
         let _stop_publisher = AbortOnDrop(publisher);
+        let queue = self.finalize_queue.lock().expect("not poisoned").take();
+        let finalizer = queue.map(|q| tokio::spawn(self.clone().finalizer(q)));
+        let _stop_finalizer = finalizer.map(AbortOnDrop);
         // These reflectors run as long as the process: their tasks are not kept.
         let (fed_tx, mut fed_rx) = mpsc::unbounded_channel::<Key>();
         for (i, (ar, _)) in self.types.iter().enumerate() {
@@ -454,15 +465,7 @@ impl SyncController {
                             let _ = m.keys.send(key.clone());
                         }
                     }
-                    let mut finalizing = self.finalizing.lock().expect("not poisoned");
-                    match finalizing.get_mut(&key) {
-                        Some(changed) => *changed = true,
-                        None => {
-                            finalizing.insert(key.clone(), false);
-                            let this = self.clone();
-                            tokio::spawn(async move { this.finalize(key).await });
-                        }
-                    }
+                    let _ = self.finalize.send(key);
                 }
                 Some(_) = cluster_rx.recv() => self.clusters_changed(&clusters),
                 _ = tick.tick() => self.clusters_changed(&clusters),
@@ -620,71 +623,39 @@ impl SyncController {
         Ok(())
     }
 
-    /// One member's worker: reconciles the keys sent to it, [`CONCURRENCY`] at a time and
-    /// never one key twice at once, retrying those that fail.
+    /// One member's worker: reconciles the keys sent to it, retrying those that fail.
     async fn work(
         self: Arc<Self>,
         cluster: String,
         member: std::sync::Weak<Member>,
-        mut keys: mpsc::UnboundedReceiver<Key>,
+        keys: mpsc::UnboundedReceiver<Key>,
     ) {
-        type Outcome = (Key, anyhow::Result<Option<String>>);
-        let mut pending: BTreeSet<Key> = BTreeSet::new();
-        let mut running: BTreeSet<Key> = BTreeSet::new();
-        let mut inflight: FuturesUnordered<BoxFuture<'static, Outcome>> = FuturesUnordered::new();
-        let retrying = Arc::new(AtomicUsize::new(0));
-        loop {
-            while inflight.len() < CONCURRENCY {
-                let Some(key) = pending.iter().find(|k| !running.contains(*k)).cloned() else {
-                    break;
-                };
-                let Some(m) = member.upgrade() else { return };
-                pending.remove(&key);
-                running.insert(key.clone());
-                let this = self.clone();
-                inflight.push(Box::pin(async move {
-                    let result = this.reconcile(&m, &key).await;
-                    (key, result)
-                }));
-            }
-            self.metrics.sync_pending(
-                &cluster,
-                pending.len() + inflight.len() + retrying.load(Ordering::Relaxed),
-            );
-            tokio::select! {
-                k = keys.recv() => match k {
-                    Some(k) => {
-                        pending.insert(k);
-                        while let Ok(k) = keys.try_recv() {
-                            pending.insert(k);
+        let Some(again) = member.upgrade().map(|m| m.keys.clone()) else {
+            return;
+        };
+        let metrics = self.metrics.clone();
+        let name = cluster.clone();
+        let handle = move |key: Key| {
+            let m = member.upgrade()?;
+            let (this, cluster) = (self.clone(), cluster.clone());
+            Some(Box::pin(async move {
+                let result = this.reconcile(&m, &key).await;
+                this.metrics.sync_reconciled(&cluster);
+                match result {
+                    Ok(Some(state)) => this.report(&cluster, &key, state),
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::debug!(%cluster, ?key, error = %e, "reconcile failed; retrying");
+                        if !e.is::<LookAgain>() {
+                            this.report(&cluster, &key, format!("Failed: {e:#}"));
                         }
-                    }
-                    None => return,
-                },
-                Some((key, result)) = inflight.next(), if !inflight.is_empty() => {
-                    running.remove(&key);
-                    self.metrics.sync_reconciled(&cluster);
-                    match result {
-                        Ok(Some(state)) => self.report(&cluster, &key, state),
-                        Ok(None) => {}
-                        Err(e) => {
-                            tracing::debug!(%cluster, ?key, error = %e, "reconcile failed; retrying");
-                            if !e.is::<LookAgain>() {
-                                self.report(&cluster, &key, format!("Failed: {e:#}"));
-                            }
-                            let Some(m) = member.upgrade() else { return };
-                            let (tx, retrying) = (m.keys.clone(), retrying.clone());
-                            retrying.fetch_add(1, Ordering::Relaxed);
-                            tokio::spawn(async move {
-                                tokio::time::sleep(RETRY).await;
-                                retrying.fetch_sub(1, Ordering::Relaxed);
-                                let _ = tx.send(key);
-                            });
-                        }
+                        return Next::Retry;
                     }
                 }
-            }
-        }
+                Next::Done
+            }) as BoxFuture<'static, Next>)
+        };
+        drain(keys, again, handle, |n| metrics.sync_pending(&name, n)).await;
     }
 
     /// Brings one object in one member in step; its state there, to report.
@@ -724,7 +695,7 @@ impl SyncController {
             let made = m.client.request::<Written>(request).await;
             let copy = made.as_ref().ok().map(|made| Copy {
                 managed: true,
-                resource_version: made.metadata.resource_version.clone(),
+                resource_version: made.metadata.resource_version.as_str().into(),
                 holds: Some(print),
             });
             if writing.finish(copy) {
@@ -806,25 +777,49 @@ impl SyncController {
     /// (the [`PROPAGATION`] annotation, which `kubectl describe` and `get -o yaml` show)
     /// with events, by the publisher.
     fn report(&self, cluster: &str, key: &Key, state: String) {
+        let (cluster, state) = (self.text(cluster), self.text(&state));
         {
             let mut states = self.states.lock().expect("not poisoned");
             let entry = states.entry(key.clone()).or_insert_with(|| {
-                self.federated(key)
-                    .and_then(|o| serde_json::from_str(o.annotations().get(PROPAGATION)?).ok())
-                    .unwrap_or_default()
+                let annotation = self.federated(key).and_then(|o| {
+                    serde_json::from_str::<BTreeMap<String, String>>(
+                        o.annotations().get(PROPAGATION)?,
+                    )
+                    .ok()
+                });
+                annotation
+                    .into_iter()
+                    .flatten()
+                    .map(|(c, s)| (self.text(&c), self.text(&s)))
+                    .collect()
             });
-            if entry.get(cluster) == Some(&state) {
+            if entry.get(&cluster) == Some(&state) {
                 return;
             }
-            entry.insert(cluster.to_string(), state.clone());
+            entry.insert(cluster.clone(), state.clone());
         }
         self.unpublished
             .lock()
             .expect("not poisoned")
             .entry(key.clone())
             .or_default()
-            .push((cluster.to_string(), state));
+            .push((cluster, state));
         self.publish.notify_one();
+    }
+
+    /// A cluster name or state, shared if it is one every object may have (a failure's
+    /// message, which has a colon, is the object's own).
+    fn text(&self, s: &str) -> Text {
+        if s.contains(':') {
+            return s.into();
+        }
+        let mut texts = self.texts.lock().expect("not poisoned");
+        if let Some(t) = texts.get(s) {
+            return t.clone();
+        }
+        let t: Text = s.into();
+        texts.insert(t.clone());
+        t
     }
 
     /// Writes the state changes reported, in batches, a few objects at a time.
@@ -847,14 +842,14 @@ impl SyncController {
     }
 
     /// One object's annotation, and an event per distinct new state naming its clusters.
-    async fn publish(&self, key: &Key, changes: &[(String, String)]) -> anyhow::Result<()> {
+    async fn publish(&self, key: &Key, changes: &[(Text, Text)]) -> anyhow::Result<()> {
         let (index, ns, name) = key;
         let (ar, namespaced) = &self.types[*index];
         let Some(all) = self.states.lock().expect("not poisoned").get(key).cloned() else {
             return Ok(());
         };
-        let patch =
-            json!({"metadata": {"annotations": {PROPAGATION: serde_json::to_string(&all)?}}});
+        let annotation: BTreeMap<&str, &str> = all.iter().map(|(c, s)| (&**c, &**s)).collect();
+        let patch = json!({"metadata": {"annotations": {PROPAGATION: serde_json::to_string(&annotation)?}}});
         match merge_patch(&self.federation, ar, *namespaced, key, &patch).await {
             // Gone meanwhile: nothing to say about it.
             Err(kube::Error::Api(e)) if e.code == 404 => {
@@ -868,7 +863,7 @@ impl SyncController {
         for (cluster, state) in changes {
             // Only the latest state of each cluster is news.
             if all.get(cluster) == Some(state) {
-                by_state.entry(state).or_default().push(cluster);
+                by_state.entry(&**state).or_default().push(&**cluster);
             }
         }
         let namespace = if ns.is_empty() {
@@ -903,28 +898,25 @@ impl SyncController {
         Ok(())
     }
 
-    /// The §6 finalizers of a federated object: added to a live one; on deletion, the
-    /// member copies removed unless orphaned, then the finalizers.
-    async fn finalize(&self, key: Key) {
-        loop {
-            let permit = self.finalizer_writes.acquire().await;
-            let outcome = self.finalize_once(&key).await;
-            drop(permit);
-            match outcome {
-                Ok(true) => {
-                    let mut finalizing = self.finalizing.lock().expect("not poisoned");
-                    if finalizing.get(&key) == Some(&true) {
-                        finalizing.insert(key.clone(), false);
-                        continue;
+    /// The finalizer worker: sees to the §6 finalizers of each federated object sent to it
+    /// (added to a live one; on deletion, the member copies removed unless orphaned, then
+    /// the finalizers), a few at a time, retrying until the object needs nothing more.
+    async fn finalizer(self: Arc<Self>, keys: mpsc::UnboundedReceiver<Key>) {
+        let again = self.finalize.clone();
+        let handle = |key: Key| {
+            let this = self.clone();
+            Some(Box::pin(async move {
+                match this.finalize_once(&key).await {
+                    Ok(true) => Next::Done,
+                    Ok(false) => Next::Retry,
+                    Err(e) => {
+                        tracing::debug!(?key, error = %e, "finalizing");
+                        Next::Retry
                     }
-                    finalizing.remove(&key);
-                    return;
                 }
-                Ok(false) => {}
-                Err(e) => tracing::debug!(?key, error = %e, "finalizing"),
-            }
-            tokio::time::sleep(RETRY).await;
-        }
+            }) as BoxFuture<'static, Next>)
+        };
+        drain(keys, again, handle, |_| {}).await;
     }
 
     /// Whether the object needs nothing more.
@@ -996,6 +988,67 @@ impl SyncController {
             .collect();
         write(kept).await?;
         Ok(true)
+    }
+}
+
+/// What a handled key asks for next.
+enum Next {
+    Done,
+    Retry,
+}
+
+/// Handles the keys sent on `keys`, [`CONCURRENCY`] at a time and never one key twice at
+/// once (a key sent again while it is handled is handled once more afterwards); a key whose
+/// handling asks to retry is sent on `again` after [`RETRY`]. Each waiting key is one entry
+/// however often it was sent, so a backlog costs a key each, not a task each. `waiting` is
+/// told how many keys are queued, running or retrying. Ends when `keys` closes or `handle`
+/// has nothing to run them with.
+async fn drain(
+    mut keys: mpsc::UnboundedReceiver<Key>,
+    again: mpsc::UnboundedSender<Key>,
+    mut handle: impl FnMut(Key) -> Option<BoxFuture<'static, Next>>,
+    mut waiting: impl FnMut(usize),
+) {
+    let mut pending: BTreeSet<Key> = BTreeSet::new();
+    let mut running: BTreeSet<Key> = BTreeSet::new();
+    let mut inflight: FuturesUnordered<BoxFuture<'static, (Key, Next)>> = FuturesUnordered::new();
+    let retrying = Arc::new(AtomicUsize::new(0));
+    loop {
+        while inflight.len() < CONCURRENCY {
+            let Some(key) = pending.iter().find(|k| !running.contains(*k)).cloned() else {
+                break;
+            };
+            let Some(run) = handle(key.clone()) else {
+                return;
+            };
+            pending.remove(&key);
+            running.insert(key.clone());
+            inflight.push(Box::pin(async move { (key, run.await) }));
+        }
+        waiting(pending.len() + inflight.len() + retrying.load(Ordering::Relaxed));
+        tokio::select! {
+            k = keys.recv() => match k {
+                Some(k) => {
+                    pending.insert(k);
+                    while let Ok(k) = keys.try_recv() {
+                        pending.insert(k);
+                    }
+                }
+                None => return,
+            },
+            Some((key, next)) = inflight.next(), if !inflight.is_empty() => {
+                running.remove(&key);
+                if let Next::Retry = next {
+                    let (tx, retrying) = (again.clone(), retrying.clone());
+                    retrying.fetch_add(1, Ordering::Relaxed);
+                    tokio::spawn(async move {
+                        tokio::time::sleep(RETRY).await;
+                        retrying.fetch_sub(1, Ordering::Relaxed);
+                        let _ = tx.send(key);
+                    });
+                }
+            }
+        }
     }
 }
 
