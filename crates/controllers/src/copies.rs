@@ -21,7 +21,14 @@ use serde_json::value::RawValue;
 use tokio::sync::{mpsc, watch as signal};
 
 /// One object of one type: (type index, namespace, name).
-pub type Key = (usize, String, String);
+/// Shared strings: a key goes to every member's queue.
+pub type Key = (usize, Arc<str>, Arc<str>);
+
+/// The key of an object of type `index`.
+pub fn key_of(index: usize, metadata: &ObjectMeta) -> Key {
+    let text = |s: &Option<String>| Arc::from(s.as_deref().unwrap_or(""));
+    (index, text(&metadata.namespace), text(&metadata.name))
+}
 
 /// What is known of one copy in a member.
 #[derive(Clone, Debug, PartialEq)]
@@ -329,7 +336,7 @@ impl Copies {
                 }
             };
             for (ns, name) in changed {
-                if keys.send((index, ns, name)).is_err() {
+                if keys.send((index, ns.into(), name.into())).is_err() {
                     return;
                 }
             }
@@ -362,7 +369,7 @@ impl Copies {
         {
             return Vec::new();
         }
-        let key = (index, id.0.clone(), id.1.clone());
+        let key = (index, id.0.as_str().into(), id.1.as_str().into());
         let copy = Copy {
             managed: is_managed(&o.metadata),
             resource_version: rv.into(),

@@ -29,7 +29,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 
 use crate::cluster::cluster_resource;
-use crate::copies::{Copies, Copy, Judge, Key, Raw};
+use crate::copies::{Copies, Copy, Judge, Key, Raw, key_of};
 use crate::members;
 use crate::metrics::Metrics;
 use crate::selector::Selector;
@@ -161,7 +161,7 @@ async fn merge_patch(
     (_, ns, name): &Key,
     patch: &Value,
 ) -> Result<Written, kube::Error> {
-    let url = DynamicObject::url_path(ar, namespaced.then_some(ns.as_str()));
+    let url = DynamicObject::url_path(ar, namespaced.then_some(&**ns));
     let request = Request::new(url)
         .patch(
             name,
@@ -202,10 +202,7 @@ fn follow(
         // managedFields are never read here and are often the bulk of an object.
         let stream = stream.modify(|o| o.managed_fields_mut().clear());
         let mut events = reflector::reflector(writer, stream).boxed();
-        let key = |o: &DynamicObject| {
-            let ns = o.metadata.namespace.clone().unwrap_or_default();
-            (index, ns, o.metadata.name.clone().unwrap_or_default())
-        };
+        let key = |o: &DynamicObject| key_of(index, &o.metadata);
         let mut listing: Vec<Key> = Vec::new();
         while let Some(event) = events.next().await {
             let ready: Vec<Key> = match event {
@@ -608,11 +605,7 @@ impl SyncController {
         // Everything federated is looked at for the new member.
         for i in 0..self.types.len() {
             for o in self.federated_store(i).state() {
-                let _ = tx.send((
-                    i,
-                    o.metadata.namespace.clone().unwrap_or_default(),
-                    o.metadata.name.clone().unwrap_or_default(),
-                ));
+                let _ = tx.send(key_of(i, &o.metadata));
             }
         }
         tracing::info!(cluster = %name, "propagating to cluster");
@@ -664,7 +657,7 @@ impl SyncController {
         let (ar, namespaced) = &self.types[*index];
         // Every cluster has these of its own, and they are no one's to take over or
         // delete: nothing to propagate, nothing to report.
-        if ar.plural == "namespaces" && SYSTEM_NAMESPACES.contains(&name.as_str()) {
+        if ar.plural == "namespaces" && SYSTEM_NAMESPACES.contains(&&**name) {
             return Ok(None);
         }
         let Some(object) = self.federated(key) else {
@@ -703,10 +696,7 @@ impl SyncController {
             }
             made
         };
-        let request = Request::new(DynamicObject::url_path(
-            ar,
-            namespaced.then_some(ns.as_str()),
-        ));
+        let request = Request::new(DynamicObject::url_path(ar, namespaced.then_some(&**ns)));
         let state = match (selected, copy) {
             (false, Some(c)) if c.managed => {
                 api(&m.client, ar, *namespaced, ns)
@@ -866,11 +856,8 @@ impl SyncController {
                 by_state.entry(&**state).or_default().push(&**cluster);
             }
         }
-        let namespace = if ns.is_empty() {
-            "default"
-        } else {
-            ns.as_str()
-        };
+        let (ns, name) = (&**ns, &**name);
+        let namespace = if ns.is_empty() { "default" } else { ns };
         let events = Request::new(format!("/api/v1/namespaces/{namespace}/events"));
         for (state, mut clusters) in by_state {
             clusters.sort_unstable();
