@@ -576,25 +576,30 @@ impl Committer {
         for Request { op, reply } in batch {
             let outcome = match op {
                 Op::Create { key, value, ttl } => {
-                    if map.contains_key(&key) {
-                        Err(Error::AlreadyExists {
-                            key: key.to_string(),
-                        })
-                    } else {
-                        revision += 1;
-                        let entry = Entry {
-                            value,
-                            create_revision: revision,
-                            mod_revision: revision,
-                            expires_at: expiry(ttl),
-                        };
-                        Ok(Outcome::Written(Self::put(
-                            map,
-                            &mut changes,
-                            key,
-                            entry,
-                            None,
-                        )))
+                    let entry = Entry {
+                        value,
+                        create_revision: revision + 1,
+                        mod_revision: revision + 1,
+                        expires_at: expiry(ttl),
+                    };
+                    // One descent of the map, not a lookup and then an insert: a key that
+                    // exists (rare) is put back as it was.
+                    match map.insert(key.clone(), entry.clone()) {
+                        Some(existing) => {
+                            map.insert(key.clone(), existing);
+                            Err(Error::AlreadyExists {
+                                key: key.to_string(),
+                            })
+                        }
+                        None => {
+                            revision += 1;
+                            Ok(Outcome::Written(Self::record(
+                                &mut changes,
+                                &key,
+                                &entry,
+                                None,
+                            )))
+                        }
                     }
                 }
                 Op::Update {
@@ -619,7 +624,8 @@ impl Committer {
                             mod_revision: revision,
                             expires_at: expiry(ttl),
                         };
-                        let kv = Self::put(map, &mut changes, key, entry, Some(prev));
+                        let kv = Self::record(&mut changes, &key, &entry, Some(prev));
+                        map.insert(key, entry);
                         Ok(Outcome::Written(kv))
                     }
                 },
@@ -697,14 +703,14 @@ impl Committer {
         }
     }
 
-    fn put(
-        map: &mut OrdMap<Arc<str>, Entry>,
+    /// The change a write makes, for the disk and the watchers.
+    fn record(
         changes: &mut Vec<Change>,
-        key: Arc<str>,
-        entry: Entry,
+        key: &Arc<str>,
+        entry: &Entry,
         prev: Option<KeyValue>,
     ) -> KeyValue {
-        let kv = entry.kv(&key);
+        let kv = entry.kv(key);
         changes.push(Change {
             event: Event {
                 kind: if prev.is_some() {
@@ -717,7 +723,6 @@ impl Committer {
             },
             expires_at: entry.expires_at,
         });
-        map.insert(key, entry);
         kv
     }
 }
