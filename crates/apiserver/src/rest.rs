@@ -558,7 +558,9 @@ impl Rest {
             check_type(&mut object, kind)?;
             let warnings = self.unknown_fields(kind, query, &mut object)?;
             merge_server_fields(kind, t.subresource.as_deref(), &current, &mut object)?;
-            if ownership == Ownership::Update {
+            // A status write keeps all but status from the stored object, managedFields
+            // included, and status is no one's: there is nothing to record.
+            if ownership == Ownership::Update && t.subresource.as_deref() != Some("status") {
                 // managedFields are the server's: kept from the stored object, then updated.
                 let owned = current.pointer("/metadata/managedFields").cloned();
                 let m = meta::metadata_mut(&mut object);
