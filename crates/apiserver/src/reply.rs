@@ -28,6 +28,9 @@ pub enum Reply {
         object: Value,
         /// Sent as `Warning` headers, which kubectl prints.
         warnings: Vec<String>,
+        /// The object as JSON already (its stored bytes, when they are what is shown), so
+        /// that a write's reply is not serialized again.
+        text: Option<Vec<u8>>,
     },
     List {
         list_kind: String,
@@ -57,6 +60,7 @@ impl Reply {
             status,
             object,
             warnings: Vec::new(),
+            text: None,
         }
     }
 
@@ -90,12 +94,15 @@ impl Reply {
                 status,
                 object,
                 warnings,
+                text,
             } => {
-                let mut response = if table {
-                    let plural = plural_of(&object);
-                    respond(status, to_table(plural, &[object], json!({})))
-                } else {
-                    respond(status, object)
+                let mut response = match text {
+                    _ if table => {
+                        let plural = plural_of(&object);
+                        respond(status, to_table(plural, &[object], json!({})))
+                    }
+                    Some(text) => respond_bytes(status, text),
+                    None => respond(status, object),
                 };
                 for w in warnings {
                     // RFC 7234 warn-code 299 with a quoted text, as kube-apiserver sends them.

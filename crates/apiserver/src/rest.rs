@@ -321,7 +321,7 @@ impl Rest {
             .create(&key, encode(kind, &object), self.ttl(kind))
             .await
             .map_err(|e| store_error(e, kind, &name))?;
-        Ok(Reply::object(StatusCode::CREATED, stored(kind, object, &kv)?).warn(warnings))
+        Ok(stored(StatusCode::CREATED, kind, object, &kv)?.warn(warnings))
     }
 
     /// Validates the object, runs the admission chain on it, and validates what admission
@@ -510,6 +510,7 @@ impl Rest {
                 status,
                 object,
                 warnings,
+                ..
             } => Ok(Reply::object(status, scale_of(&object)).warn(warnings)),
             other => Ok(other),
         }
@@ -599,9 +600,7 @@ impl Rest {
             };
             match result {
                 Ok(Some(kv)) => {
-                    return Ok(
-                        Reply::object(StatusCode::OK, stored(kind, object, &kv)?).warn(warnings)
-                    );
+                    return Ok(stored(StatusCode::OK, kind, object, &kv)?.warn(warnings));
                 }
                 Ok(None) => return Ok(Reply::object(StatusCode::OK, object).warn(warnings)),
                 Err(StoreError::Conflict { .. }) if precondition.is_empty() => continue,
@@ -1014,15 +1013,26 @@ fn spec_mut<'a>(
 
 /// The object just written, as a read of it would show it: what was stored with the new
 /// resourceVersion, parsed back only when it was converted on the way in.
-fn stored(kind: &ResourceKind, mut object: Value, kv: &KeyValue) -> Result<Value, ApiError> {
+/// The reply to a write of `object`, stored as `kv`.
+fn stored(
+    status: StatusCode,
+    kind: &ResourceKind,
+    mut object: Value,
+    kv: &KeyValue,
+) -> Result<Reply, ApiError> {
     if crate::conversion::storage_version(kind) != kind.api_version() {
-        return present(kv, kind);
+        return Ok(Reply::object(status, present(kv, kind)?));
     }
     meta::metadata_mut(&mut object).insert(
         "resourceVersion".into(),
         Value::String(kv.mod_revision.to_string()),
     );
-    Ok(object)
+    Ok(Reply::Object {
+        status,
+        object,
+        warnings: Vec::new(),
+        text: objects::present_raw_at(kv, kind, kv.mod_revision),
+    })
 }
 
 pub fn selectors(
