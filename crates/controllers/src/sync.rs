@@ -1059,6 +1059,65 @@ fn not_found(e: kube::Error) -> Result<(), kube::Error> {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn a_queued_key_runs_once_at_a_time_and_a_retry_comes_back() {
+        let key = |name: &str| -> Key { (0, "n".into(), name.into()) };
+        let (tx, rx) = mpsc::unbounded_channel();
+        // Sent three times before the worker looks: one entry, run once.
+        for k in ["a", "a", "a", "r"] {
+            tx.send(key(k)).unwrap();
+        }
+        let runs: Arc<Mutex<Vec<String>>> = Arc::default();
+        let running: Arc<Mutex<HashSet<Key>>> = Arc::default();
+        let release = Arc::new(Notify::new());
+        let handle = {
+            let (runs, running, release) = (runs.clone(), running.clone(), release.clone());
+            move |k: Key| {
+                let (runs, running, release) = (runs.clone(), running.clone(), release.clone());
+                Some(Box::pin(async move {
+                    assert!(
+                        running.lock().unwrap().insert(k.clone()),
+                        "{k:?} ran twice at once"
+                    );
+                    let first = {
+                        let mut runs = runs.lock().unwrap();
+                        runs.push(k.2.to_string());
+                        runs.iter().filter(|r| **r == *k.2).count() == 1
+                    };
+                    if &*k.2 == "a" && first {
+                        release.notified().await;
+                    }
+                    running.lock().unwrap().remove(&k);
+                    if &*k.2 == "r" && first {
+                        Next::Retry
+                    } else {
+                        Next::Done
+                    }
+                }) as BoxFuture<'static, Next>)
+            }
+        };
+        let worker = tokio::spawn(drain(rx, tx.clone(), handle, |_| {}));
+        let count = |name: &str| runs.lock().unwrap().iter().filter(|r| *r == name).count();
+        while count("a") == 0 {
+            tokio::task::yield_now().await;
+        }
+        // Sent again while it runs: it runs once more, after.
+        tx.send(key("a")).unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(count("a"), 1);
+        release.notify_one();
+        let deadline = tokio::time::Instant::now() + RETRY * 5;
+        while (count("a"), count("r")) != (2, 2) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{:?}",
+                runs.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        worker.abort();
+    }
+
     #[test]
     fn copies_and_what_counts_as_in_step() {
         let fed: DynamicObject = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Service",
