@@ -7,10 +7,21 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use base64::Engine as _;
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 use k8s_openapi::api::core::v1::Secret;
+use kube::client::ConfigExt as _;
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::core::Status;
 use kube::{Api, Client, Config};
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
+use tower::util::BoxCloneSyncService;
+use tower::{BoxError, ServiceBuilder, ServiceExt as _};
 
 /// How long one request to a member may take: a slow member must not hold up the others.
 pub const MEMBER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -55,6 +66,17 @@ fn kubeconfig(cluster: Value, user: Value) -> anyhow::Result<Kubeconfig> {
 
 /// A client for the member a Cluster describes, with the credentials of `secret`.
 pub async fn client(cluster: &Value, secret: Option<&Secret>) -> anyhow::Result<Client> {
+    Ok(Client::try_from(config(cluster, secret).await?)?)
+}
+
+/// A client for the member a Cluster describes, and a [`Writer`] of copies to it.
+pub async fn clients(cluster: &Value, secret: Option<&Secret>) -> anyhow::Result<(Client, Writer)> {
+    let config = config(cluster, secret).await?;
+    let writer = Writer::new(&config)?;
+    Ok((Client::try_from(config)?, writer))
+}
+
+async fn config(cluster: &Value, secret: Option<&Secret>) -> anyhow::Result<Config> {
     let server = server_address(cluster).context("the cluster has no server address")?;
     let data = secret.map(data).unwrap_or_default();
     let kubeconfig = match (data.get("token"), data.get("ca.crt")) {
@@ -91,7 +113,61 @@ pub async fn client(cluster: &Value, secret: Option<&Secret>) -> anyhow::Result<
     // Only connecting is bounded here: a read limit would also cut the long-lived watches
     // the sync controller keeps open (requests that must be quick are bounded by callers).
     config.connect_timeout = Some(MEMBER_TIMEOUT);
-    Ok(Client::try_from(config)?)
+    Ok(config)
+}
+
+type Send = BoxCloneSyncService<Request<Full<Bytes>>, Response<Incoming>, BoxError>;
+
+/// Sends the writes of copies to a member: the connections and credentials of a kube
+/// client, without the layers a kube client stacks on every request (a hand-over to
+/// another task and back, a copy of the body kept for a retry, a tracing span, a body
+/// copied twice on the way back). Propagation writes a copy every few microseconds; those
+/// layers cost more than the controller's own work per copy. Retries are the sync
+/// controller's.
+#[derive(Clone)]
+pub struct Writer(Send);
+
+impl Writer {
+    fn new(config: &Config) -> anyhow::Result<Writer> {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(config.connect_timeout);
+        let https = config.rustls_https_connector_with_connector(http)?;
+        let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(https);
+        let service = ServiceBuilder::new()
+            .layer(config.base_uri_layer())
+            .option_layer(config.auth_layer()?)
+            .map_err(BoxError::from)
+            .service(client);
+        Ok(Writer(BoxCloneSyncService::new(service)))
+    }
+
+    /// Sends `request`; its reply is read as `T`, an error reply as kube's `Api` error.
+    pub async fn send<T: DeserializeOwned>(&self, request: Request<Vec<u8>>) -> kube::Result<T> {
+        let request = request.map(|body| Full::new(Bytes::from(body)));
+        let response = self
+            .0
+            .clone()
+            .oneshot(request)
+            .await
+            .map_err(kube::Error::Service)?;
+        let code = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(kube::Error::HyperError)?
+            .to_bytes();
+        if code.is_client_error() || code.is_server_error() {
+            let status = serde_json::from_slice::<Status>(&body).unwrap_or_else(|_| {
+                let text = String::from_utf8_lossy(&body);
+                Status::failure(text.trim(), "Failed to parse error data").with_code(code.as_u16())
+            });
+            return Err(kube::Error::Api(status.boxed()));
+        }
+        serde_json::from_slice(&body).map_err(kube::Error::SerdeError)
+    }
 }
 
 /// The Secret a Cluster names, from the host cluster's federation namespace.

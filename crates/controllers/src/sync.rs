@@ -334,10 +334,12 @@ fn merge(have: &mut Value, want: &Value) {
     }
 }
 
-/// A member cluster being kept in step: its client, what it holds, its worker.
+/// A member cluster being kept in step: its clients, what it holds, its worker.
 struct Member {
     labels: BTreeMap<String, String>,
     client: Client,
+    /// Reads and writes copies (watches and deletes go through `client`).
+    writer: members::Writer,
     copies: Vec<Arc<Copies>>,
     keys: mpsc::UnboundedSender<Key>,
     /// Its watches and worker, which stop with it.
@@ -566,7 +568,7 @@ impl SyncController {
         labels: BTreeMap<String, String>,
     ) -> anyhow::Result<()> {
         let secret = members::secret(&self.host, &self.namespace, cluster).await?;
-        let client = members::client(cluster, secret.as_ref()).await?;
+        let (client, writer) = members::clients(cluster, secret.as_ref()).await?;
         let (tx, rx) = mpsc::unbounded_channel::<Key>();
         let weak_self = Arc::downgrade(self);
         let judge: Judge = Arc::new(move |key: &Key, copy: &Raw| {
@@ -589,6 +591,7 @@ impl SyncController {
         let member = Arc::new(Member {
             labels,
             client,
+            writer,
             copies,
             keys: tx.clone(),
             tasks: Mutex::new(tasks),
@@ -685,7 +688,7 @@ impl SyncController {
         // Writes a copy, and records what the member then holds.
         let write = |request| async {
             let writing = copies.begin(ns, name);
-            let made = m.client.request::<Written>(request).await;
+            let made = m.writer.send::<Written>(request).await;
             let copy = made.as_ref().ok().map(|made| Copy {
                 managed: true,
                 resource_version: made.metadata.resource_version.as_str().into(),
@@ -723,7 +726,7 @@ impl SyncController {
             (true, Some(c)) => {
                 // Not known to hold this version: read it, and write only what differs.
                 let read = request.get(name, &Default::default())?;
-                let have: Value = match m.client.request::<Value>(read).await {
+                let have: Value = match m.writer.send::<Value>(read).await {
                     Ok(v) => v,
                     Err(kube::Error::Api(e)) if e.code == 404 => {
                         copies.remove(ns, name);
