@@ -24,7 +24,7 @@ use kube::core::Request;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource as _, ResourceExt as _};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 
@@ -241,30 +241,51 @@ struct WrittenMeta {
     resource_version: String,
 }
 
-/// A member copy as this controller writes it: the object, its JSON text, and which version
-/// of it this is (a hash of the text).
+/// A member copy as this controller writes it: its JSON text, and which version of it this
+/// is (a hash of the text).
 pub struct Desired {
-    pub object: Value,
     pub text: Vec<u8>,
     pub print: u64,
 }
 
+/// A member copy's metadata, as [`Desired`] writes it (fields in the order JSON objects
+/// keep theirs, so the text is the same as the object's).
+#[derive(serde::Serialize)]
+struct CopyMeta<'a> {
+    annotations: BTreeMap<&'a str, &'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    labels: Option<&'a BTreeMap<String, String>>,
+    name: &'a Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    namespace: Option<&'a str>,
+}
+
+/// One top-level field of a member copy.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum Part<'a> {
+    Text(&'a str),
+    Value(&'a Value),
+    Meta(CopyMeta<'a>),
+}
+
 impl Desired {
     /// What a member copy of `object` is made of: name, namespace, labels, annotations (and
-    /// the marker), and everything but metadata and status.
+    /// the marker), and everything but metadata and status. Written straight from the
+    /// federated object (each member's reconcile makes one; no copy of the object is built).
     pub fn of(object: &DynamicObject) -> Desired {
-        let mut out = Map::new();
+        let mut out: BTreeMap<&str, Part> = BTreeMap::new();
         if let Some(t) = &object.types {
-            out.insert("apiVersion".into(), json!(t.api_version));
-            out.insert("kind".into(), json!(t.kind));
+            out.insert("apiVersion", Part::Text(&t.api_version));
+            out.insert("kind", Part::Text(&t.kind));
         }
         for (k, v) in object.data.as_object().into_iter().flatten() {
             if !matches!(k.as_str(), "metadata" | "status" | "apiVersion" | "kind") {
-                out.insert(k.clone(), v.clone());
+                out.insert(k, Part::Value(v));
             }
         }
         let meta = &object.metadata;
-        let mut annotations: Map<String, Value> = meta
+        let mut annotations: BTreeMap<&str, &str> = meta
             .annotations
             .iter()
             .flatten()
@@ -277,28 +298,28 @@ impl Desired {
                     PROPAGATION | ADOPT | "deployment.kubernetes.io/revision"
                 )
             })
-            .map(|(k, v)| (k.clone(), json!(v)))
+            .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        annotations.insert(MANAGED.into(), json!("true"));
-        let mut m = Map::new();
-        m.insert("name".into(), json!(meta.name));
-        if let Some(ns) = &meta.namespace {
-            m.insert("namespace".into(), json!(ns));
-        }
-        if let Some(l) = &meta.labels {
-            m.insert("labels".into(), json!(l));
-        }
-        m.insert("annotations".into(), Value::Object(annotations));
-        out.insert("metadata".into(), Value::Object(m));
-        let object = Value::Object(out);
-        let text = serde_json::to_vec(&object).expect("JSON values serialize");
+        annotations.insert(MANAGED, "true");
+        let metadata = CopyMeta {
+            annotations,
+            labels: meta.labels.as_ref(),
+            name: &meta.name,
+            namespace: meta.namespace.as_deref(),
+        };
+        out.insert("metadata", Part::Meta(metadata));
+        let text = serde_json::to_vec(&out).expect("JSON values serialize");
         let mut h = std::hash::DefaultHasher::new();
         text.hash(&mut h);
         Desired {
-            object,
             text,
             print: h.finish(),
         }
+    }
+
+    /// The copy as a JSON value, to compare with what a member holds.
+    pub fn object(&self) -> Value {
+        serde_json::from_slice(&self.text).expect("written as JSON above")
     }
 }
 
@@ -680,11 +701,7 @@ impl SyncController {
         let adopt = annotations
             .and_then(|a| a.get(ADOPT))
             .is_some_and(|v| v == "true");
-        let Desired {
-            object: want,
-            text,
-            print,
-        } = Desired::of(&object);
+        let Desired { text, print } = Desired::of(&object);
         // Writes a copy, and records what the member then holds.
         let write = |request| async {
             let writing = copies.begin(ns, name);
@@ -734,6 +751,7 @@ impl SyncController {
                     }
                     Err(e) => return Err(e.into()),
                 };
+                let want = Desired { text, print }.object();
                 if covers(&have, &want) {
                     copies.set(
                         ns,
@@ -763,7 +781,7 @@ impl SyncController {
     /// with what members fill in themselves left out).
     fn judge(&self, key: &Key, copy: &Raw) -> Option<u64> {
         let want = Desired::of(&*self.federated(key)?);
-        covers(&copy.object()?, &want.object).then_some(want.print)
+        covers(&copy.object()?, &want.object()).then_some(want.print)
     }
 
     /// Records an object's state in a cluster; changes are written on the federated object
@@ -1127,7 +1145,7 @@ mod tests {
             "metadata": {"name": "web", "namespace": "default", "uid": "u", "resourceVersion": "9", "finalizers": ["orphan"], "labels": {"a": "b"}},
             "spec": {"ports": [{"port": 80}], "selector": {"app": "web"}}, "status": {"loadBalancer": {}}}))
         .unwrap();
-        let want = Desired::of(&fed).object;
+        let want = Desired::of(&fed).object();
         assert_eq!(
             want["metadata"],
             json!({"name": "web", "namespace": "default", "labels": {"a": "b"}, "annotations": {MANAGED: "true"}})
