@@ -72,8 +72,14 @@ pub async fn client(cluster: &Value, secret: Option<&Secret>) -> anyhow::Result<
 /// A client for the member a Cluster describes, and a [`Writer`] of copies to it.
 pub async fn clients(cluster: &Value, secret: Option<&Secret>) -> anyhow::Result<(Client, Writer)> {
     let config = config(cluster, secret).await?;
-    let writer = Writer::new(&config)?;
-    Ok((Client::try_from(config)?, writer))
+    // Through a proxy, copies go as everything else does: the lean path connects directly.
+    let direct = match config.proxy_url {
+        None => Some(Writer::direct(&config)?),
+        Some(_) => None,
+    };
+    let client = Client::try_from(config)?;
+    let writer = direct.unwrap_or_else(|| Writer::Kube(client.clone()));
+    Ok((client, writer))
 }
 
 async fn config(cluster: &Value, secret: Option<&Secret>) -> anyhow::Result<Config> {
@@ -116,19 +122,23 @@ async fn config(cluster: &Value, secret: Option<&Secret>) -> anyhow::Result<Conf
     Ok(config)
 }
 
-type Send = BoxCloneSyncService<Request<Full<Bytes>>, Response<Incoming>, BoxError>;
+type Requests = BoxCloneSyncService<Request<Full<Bytes>>, Response<Incoming>, BoxError>;
 
 /// Sends the writes of copies to a member: the connections and credentials of a kube
 /// client, without the layers a kube client stacks on every request (a hand-over to
 /// another task and back, a copy of the body kept for a retry, a tracing span, a body
 /// copied twice on the way back). Propagation writes a copy every few microseconds; those
 /// layers cost more than the controller's own work per copy. Retries are the sync
-/// controller's.
+/// controller's. Each request is bounded by [`MEMBER_TIMEOUT`].
 #[derive(Clone)]
-pub struct Writer(Send);
+pub enum Writer {
+    Direct(Requests),
+    /// Through the member's kube client (a proxy is configured).
+    Kube(Client),
+}
 
 impl Writer {
-    fn new(config: &Config) -> anyhow::Result<Writer> {
+    fn direct(config: &Config) -> anyhow::Result<Writer> {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -138,16 +148,34 @@ impl Writer {
         let service = ServiceBuilder::new()
             .layer(config.base_uri_layer())
             .option_layer(config.auth_layer()?)
+            .layer(config.extra_headers_layer()?)
             .map_err(BoxError::from)
             .service(client);
-        Ok(Writer(BoxCloneSyncService::new(service)))
+        Ok(Writer::Direct(BoxCloneSyncService::new(service)))
     }
 
     /// Sends `request`; its reply is read as `T`, an error reply as kube's `Api` error.
     pub async fn send<T: DeserializeOwned>(&self, request: Request<Vec<u8>>) -> kube::Result<T> {
+        let sent = async {
+            match self {
+                Writer::Direct(service) => Self::send_direct(service, request).await,
+                Writer::Kube(client) => client.request(request).await,
+            }
+        };
+        tokio::time::timeout(MEMBER_TIMEOUT, sent)
+            .await
+            .unwrap_or_else(|_| {
+                let late = format!("no answer within {}s", MEMBER_TIMEOUT.as_secs());
+                Err(kube::Error::Service(late.into()))
+            })
+    }
+
+    async fn send_direct<T: DeserializeOwned>(
+        service: &Requests,
+        request: Request<Vec<u8>>,
+    ) -> kube::Result<T> {
         let request = request.map(|body| Full::new(Bytes::from(body)));
-        let response = self
-            .0
+        let response = service
             .clone()
             .oneshot(request)
             .await

@@ -10,7 +10,7 @@
 //! finalizers; a cascading delete removes the member copies (in every registered cluster,
 //! waiting for those not Ready), an orphaning one leaves them.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{Hash as _, Hasher as _};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -388,8 +388,6 @@ pub struct SyncController {
     fingerprints: Mutex<HashMap<Key, (u64, bool)>>,
     /// State changes not yet written, by object; the publisher batches them.
     unpublished: Mutex<BTreeMap<Key, Vec<(Text, Text)>>>,
-    /// Cluster names and the states every object shares, kept once (see [`States`]).
-    texts: Mutex<HashSet<Text>>,
     publish: Notify,
 }
 
@@ -397,8 +395,26 @@ pub struct SyncController {
 type Text = Arc<str>;
 
 /// An object's state in each cluster. A million of these strings (100,000 objects in 10
-/// clusters) would be a million allocations: the names and the common states are shared.
+/// clusters) would be a million allocations: each member's name and the states every
+/// object may have are shared.
 type States = BTreeMap<Text, Text>;
+
+/// A state as [`States`] keeps it: the common ones shared, any other (a failure's message,
+/// what an annotation said) the object's own.
+fn state_text(state: String) -> Text {
+    static COMMON: std::sync::LazyLock<[Text; 2]> =
+        std::sync::LazyLock::new(|| ["Synced".into(), "NotSelected".into()]);
+    match COMMON.iter().find(|t| ***t == *state) {
+        Some(t) => t.clone(),
+        None => state.into(),
+    }
+}
+
+/// Whether a member turned a request away for now (throttled or unavailable): retried
+/// without reporting a failure, as kube's clients retry these themselves.
+fn busy(e: &anyhow::Error) -> bool {
+    matches!(e.downcast_ref::<kube::Error>(), Some(kube::Error::Api(s)) if matches!(s.code, 429 | 503 | 504))
+}
 
 /// A reconcile to run again without reporting a failure: the cache has not caught up.
 #[derive(Debug)]
@@ -436,7 +452,6 @@ impl SyncController {
             states: Mutex::new(HashMap::new()),
             fingerprints: Mutex::new(HashMap::new()),
             unpublished: Mutex::new(BTreeMap::new()),
-            texts: Mutex::new(HashSet::new()),
             publish: Notify::new(),
         })
     }
@@ -651,6 +666,7 @@ impl SyncController {
             return;
         };
         let metrics = self.metrics.clone();
+        let cluster: Text = cluster.into();
         let name = cluster.clone();
         let handle = move |key: Key| {
             let m = member.upgrade()?;
@@ -663,7 +679,7 @@ impl SyncController {
                     Ok(None) => {}
                     Err(e) => {
                         tracing::debug!(%cluster, ?key, error = %e, "reconcile failed; retrying");
-                        if !e.is::<LookAgain>() {
+                        if !e.is::<LookAgain>() && !busy(&e) {
                             this.report(&cluster, &key, format!("Failed: {e:#}"));
                         }
                         return Next::Retry;
@@ -787,8 +803,8 @@ impl SyncController {
     /// Records an object's state in a cluster; changes are written on the federated object
     /// (the [`PROPAGATION`] annotation, which `kubectl describe` and `get -o yaml` show)
     /// with events, by the publisher.
-    fn report(&self, cluster: &str, key: &Key, state: String) {
-        let (cluster, state) = (self.text(cluster), self.text(&state));
+    fn report(&self, cluster: &Text, key: &Key, state: String) {
+        let state = state_text(state);
         {
             let mut states = self.states.lock().expect("not poisoned");
             let entry = states.entry(key.clone()).or_insert_with(|| {
@@ -801,10 +817,10 @@ impl SyncController {
                 annotation
                     .into_iter()
                     .flatten()
-                    .map(|(c, s)| (self.text(&c), self.text(&s)))
+                    .map(|(c, s)| (Text::from(c), state_text(s)))
                     .collect()
             });
-            if entry.get(&cluster) == Some(&state) {
+            if entry.get(cluster) == Some(&state) {
                 return;
             }
             entry.insert(cluster.clone(), state.clone());
@@ -814,23 +830,8 @@ impl SyncController {
             .expect("not poisoned")
             .entry(key.clone())
             .or_default()
-            .push((cluster, state));
+            .push((cluster.clone(), state));
         self.publish.notify_one();
-    }
-
-    /// A cluster name or state, shared if it is one every object may have (a failure's
-    /// message, which has a colon, is the object's own).
-    fn text(&self, s: &str) -> Text {
-        if s.contains(':') {
-            return s.into();
-        }
-        let mut texts = self.texts.lock().expect("not poisoned");
-        if let Some(t) = texts.get(s) {
-            return t.clone();
-        }
-        let t: Text = s.into();
-        texts.insert(t.clone());
-        t
     }
 
     /// Writes the state changes reported, in batches, a few objects at a time.
@@ -1079,6 +1080,7 @@ fn not_found(e: kube::Error) -> Result<(), kube::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
 
     #[tokio::test]
     async fn a_queued_key_runs_once_at_a_time_and_a_retry_comes_back() {
