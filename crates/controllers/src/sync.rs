@@ -10,7 +10,7 @@
 //! finalizers; a cascading delete removes the member copies (in every registered cluster,
 //! waiting for those not Ready), an orphaning one leaves them.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::hash::{Hash as _, Hasher as _};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -1006,47 +1006,61 @@ enum Next {
     Retry,
 }
 
-/// Handles the keys sent on `keys`, [`CONCURRENCY`] at a time and never one key twice at
-/// once (a key sent again while it is handled is handled once more afterwards); a key whose
-/// handling asks to retry is sent on `again` after [`RETRY`]. Each waiting key is one entry
-/// however often it was sent, so a backlog costs a key each, not a task each. `waiting` is
-/// told how many keys are queued, running or retrying. Ends when `keys` closes or `handle`
-/// has nothing to run them with.
+/// Handles the keys sent on `keys` in the order they came, [`CONCURRENCY`] at a time and
+/// never one key twice at once (a key sent again while it is handled is handled once more
+/// afterwards); a key whose handling asks to retry is sent on `again` after [`RETRY`]. Each
+/// waiting key is one entry however often it was sent, so a backlog costs a key each, not a
+/// task each. `waiting` is told how many keys are queued, running or retrying. Ends when
+/// `keys` closes or `handle` has nothing to run them with.
 async fn drain(
     mut keys: mpsc::UnboundedReceiver<Key>,
     again: mpsc::UnboundedSender<Key>,
     mut handle: impl FnMut(Key) -> Option<BoxFuture<'static, Next>>,
     mut waiting: impl FnMut(usize),
 ) {
-    let mut pending: BTreeSet<Key> = BTreeSet::new();
-    let mut running: BTreeSet<Key> = BTreeSet::new();
+    let mut queue: VecDeque<Key> = VecDeque::new();
+    // The keys in `queue` or `after_run`.
+    let mut queued: HashSet<Key> = HashSet::new();
+    // Keys whose turn came while they were running: first in line once that run ends.
+    let mut after_run: HashSet<Key> = HashSet::new();
+    let mut running: HashSet<Key> = HashSet::new();
     let mut inflight: FuturesUnordered<BoxFuture<'static, (Key, Next)>> = FuturesUnordered::new();
     let retrying = Arc::new(AtomicUsize::new(0));
     loop {
         while inflight.len() < CONCURRENCY {
-            let Some(key) = pending.iter().find(|k| !running.contains(*k)).cloned() else {
+            let Some(key) = queue.pop_front() else {
                 break;
             };
+            if running.contains(&key) {
+                after_run.insert(key);
+                continue;
+            }
             let Some(run) = handle(key.clone()) else {
                 return;
             };
-            pending.remove(&key);
+            queued.remove(&key);
             running.insert(key.clone());
             inflight.push(Box::pin(async move { (key, run.await) }));
         }
-        waiting(pending.len() + inflight.len() + retrying.load(Ordering::Relaxed));
+        waiting(queued.len() + inflight.len() + retrying.load(Ordering::Relaxed));
         tokio::select! {
             k = keys.recv() => match k {
                 Some(k) => {
-                    pending.insert(k);
-                    while let Ok(k) = keys.try_recv() {
-                        pending.insert(k);
+                    let mut next = Some(k);
+                    while let Some(k) = next {
+                        if queued.insert(k.clone()) {
+                            queue.push_back(k);
+                        }
+                        next = keys.try_recv().ok();
                     }
                 }
                 None => return,
             },
             Some((key, next)) = inflight.next(), if !inflight.is_empty() => {
                 running.remove(&key);
+                if after_run.remove(&key) {
+                    queue.push_front(key.clone());
+                }
                 if let Next::Retry = next {
                     let (tx, retrying) = (again.clone(), retrying.clone());
                     retrying.fetch_add(1, Ordering::Relaxed);
@@ -1080,7 +1094,6 @@ fn not_found(e: kube::Error) -> Result<(), kube::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashSet;
 
     #[tokio::test]
     async fn a_queued_key_runs_once_at_a_time_and_a_retry_comes_back() {
