@@ -96,13 +96,13 @@ impl Reply {
                 warnings,
                 text,
             } => {
-                let mut response = match text {
-                    _ if table => {
-                        let plural = plural_of(&object);
-                        respond(status, to_table(plural, &[object], json!({})))
-                    }
-                    Some(text) => respond_bytes(status, text),
-                    None => respond(status, object),
+                let mut response = if table {
+                    let plural = plural_of(&object);
+                    respond(status, to_table(plural, &[object], json!({})))
+                } else if let Some(text) = text {
+                    respond_bytes(status, text)
+                } else {
+                    respond(status, object)
                 };
                 for w in warnings {
                     // RFC 7234 warn-code 299 with a quoted text, as kube-apiserver sends them.

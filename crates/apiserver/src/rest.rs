@@ -1011,9 +1011,9 @@ fn spec_mut<'a>(
     })
 }
 
-/// The object just written, as a read of it would show it: what was stored with the new
-/// resourceVersion, parsed back only when it was converted on the way in.
-/// The reply to a write of `object`, stored as `kv`.
+/// The reply to a write of `object`, stored as `kv`: the object as a read of it would show
+/// it, with the new resourceVersion (parsed back only when it was converted on the way in),
+/// and the stored bytes as its JSON when they are that object.
 fn stored(
     status: StatusCode,
     kind: &ResourceKind,

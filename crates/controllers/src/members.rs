@@ -124,7 +124,7 @@ async fn config(cluster: &Value, secret: Option<&Secret>) -> anyhow::Result<Conf
 
 type Requests = BoxCloneSyncService<Request<Full<Bytes>>, Response<Incoming>, BoxError>;
 
-/// Sends the writes of copies to a member: the connections and credentials of a kube
+/// Reads and writes copies in a member: the connections and credentials of a kube
 /// client, without the layers a kube client stacks on every request (a hand-over to
 /// another task and back, a copy of the body kept for a retry, a tracing span, a body
 /// copied twice on the way back). Propagation writes a copy every few microseconds; those

@@ -377,9 +377,6 @@ pub struct SyncController {
     members: Mutex<HashMap<String, Arc<Member>>>,
     /// Clusters whose member is being started.
     starting: Mutex<BTreeSet<String>>,
-    /// Federated objects whose finalizers are to be seen to, for the finalizer worker.
-    finalize: mpsc::UnboundedSender<Key>,
-    finalize_queue: Mutex<Option<mpsc::UnboundedReceiver<Key>>>,
     /// The last state known of each object in each cluster (seeded from the object's
     /// annotation, so a restart rewrites nothing that did not change).
     states: Mutex<HashMap<Key, States>>,
@@ -437,7 +434,6 @@ impl SyncController {
         types: Vec<(ApiResource, bool)>,
         metrics: Arc<Metrics>,
     ) -> Arc<SyncController> {
-        let (finalize_tx, finalize_rx) = mpsc::unbounded_channel();
         Arc::new(SyncController {
             federation,
             host,
@@ -447,8 +443,6 @@ impl SyncController {
             federated: Mutex::new(Vec::new()),
             members: Mutex::new(HashMap::new()),
             starting: Mutex::new(BTreeSet::new()),
-            finalize: finalize_tx,
-            finalize_queue: Mutex::new(Some(finalize_rx)),
             states: Mutex::new(HashMap::new()),
             fingerprints: Mutex::new(HashMap::new()),
             unpublished: Mutex::new(BTreeMap::new()),
@@ -469,9 +463,10 @@ impl SyncController {
     pub async fn run(self: Arc<Self>) {
         let publisher = tokio::spawn(self.clone().publisher());
         let _stop_publisher = AbortOnDrop(publisher);
-        let queue = self.finalize_queue.lock().expect("not poisoned").take();
-        let finalizer = queue.map(|q| tokio::spawn(self.clone().finalizer(q)));
-        let _stop_finalizer = finalizer.map(AbortOnDrop);
+        // Federated objects whose finalizers are to be seen to, for the finalizer worker.
+        let (finalize, finalize_rx) = mpsc::unbounded_channel::<Key>();
+        let finalizer = tokio::spawn(self.clone().finalizer(finalize.clone(), finalize_rx));
+        let _stop_finalizer = AbortOnDrop(finalizer);
         // These reflectors run as long as the process: their tasks are not kept.
         let (fed_tx, mut fed_rx) = mpsc::unbounded_channel::<Key>();
         for (i, (ar, _)) in self.types.iter().enumerate() {
@@ -500,7 +495,7 @@ impl SyncController {
                             let _ = m.keys.send(key.clone());
                         }
                     }
-                    let _ = self.finalize.send(key);
+                    let _ = finalize.send(key);
                 }
                 Some(_) = cluster_rx.recv() => self.clusters_changed(&clusters),
                 _ = tick.tick() => self.clusters_changed(&clusters),
@@ -910,8 +905,11 @@ impl SyncController {
     /// The finalizer worker: sees to the §6 finalizers of each federated object sent to it
     /// (added to a live one; on deletion, the member copies removed unless orphaned, then
     /// the finalizers), a few at a time, retrying until the object needs nothing more.
-    async fn finalizer(self: Arc<Self>, keys: mpsc::UnboundedReceiver<Key>) {
-        let again = self.finalize.clone();
+    async fn finalizer(
+        self: Arc<Self>,
+        again: mpsc::UnboundedSender<Key>,
+        keys: mpsc::UnboundedReceiver<Key>,
+    ) {
         let handle = |key: Key| {
             let this = self.clone();
             Some(Box::pin(async move {

@@ -538,18 +538,14 @@ impl Committer {
         // the lock (a persistent map copies only the nodes a reader's snapshot still shares,
         // none at all when no reader holds one). With a data file, the batch is applied to a
         // copy that replaces the state once it is on disk.
-        let (mut in_place, mut copy) = if self.disk.is_none() {
-            (
-                Some(shared.snapshot.write().unwrap_or_else(|e| e.into_inner())),
-                None,
-            )
+        let mut next = if self.disk.is_none() {
+            Next::InPlace(shared.snapshot.write().unwrap_or_else(|e| e.into_inner()))
         } else {
-            (None, Some(Snapshot::clone(&shared.snapshot())))
+            Next::Copy(Snapshot::clone(&shared.snapshot()))
         };
-        let snap: &mut Snapshot = match (&mut in_place, &mut copy) {
-            (Some(guard), _) => Arc::make_mut(guard),
-            (None, Some(copy)) => copy,
-            (None, None) => unreachable!("one of the two is set above"),
+        let snap: &mut Snapshot = match &mut next {
+            Next::InPlace(guard) => Arc::make_mut(guard),
+            Next::Copy(copy) => copy,
         };
         let map = &mut snap.map;
         let mut revision = snap.revision;
@@ -692,11 +688,10 @@ impl Committer {
         }
         snap.revision = revision;
         hub.publish(events, revision, new_start, || {
-            if let Some(copy) = copy {
+            if let Next::Copy(copy) = next {
                 *shared.snapshot.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(copy);
             }
         });
-        drop(in_place);
         for (reply, outcome) in replies {
             // The caller may have given up waiting; the write stands all the same.
             let _ = reply.send(outcome);
@@ -725,6 +720,12 @@ impl Committer {
         });
         kv
     }
+}
+
+/// The state a commit writes: the current one, under its lock, or a copy of it.
+enum Next<'a> {
+    InPlace(std::sync::RwLockWriteGuard<'a, Arc<Snapshot>>),
+    Copy(Snapshot),
 }
 
 /// The records that compacting to `start` makes unnecessary, given the events from the
