@@ -13,6 +13,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
 use crate::ratelimit::RateLimit;
+use crate::sync::Concurrency;
 
 #[derive(Parser, Debug, Clone)]
 #[command(name = "federation-controller-manager", version)]
@@ -67,6 +68,15 @@ pub struct Options {
     /// resource; one asked for by `true` whose resource is missing stops the start.
     #[arg(long, default_value = "", value_parser = parse_controllers)]
     pub controllers: Controllers,
+    /// Services reconciled at once in each member cluster.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
+    pub concurrent_service_syncs: u16,
+    /// ReplicaSets and Deployments reconciled at once in each member cluster.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
+    pub concurrent_replicaset_syncs: u16,
+    /// Jobs reconciled at once in each member cluster.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
+    pub concurrent_job_syncs: u16,
     /// Requests a second to the federation API (0, the default: unlimited; the original's
     /// 20 would hold propagation to a few objects a second, and this controller batches
     /// its own writes instead).
@@ -155,6 +165,19 @@ impl Options {
                     .filter(|n| !n.is_empty())
             })
             .unwrap_or_else(|| "federation-system".into())
+    }
+
+    /// The `--concurrent-*-syncs` flags, by the plurals they apply to.
+    pub fn concurrency(&self) -> Concurrency {
+        [
+            ("services", self.concurrent_service_syncs),
+            ("replicasets", self.concurrent_replicaset_syncs),
+            ("deployments", self.concurrent_replicaset_syncs),
+            ("jobs", self.concurrent_job_syncs),
+        ]
+        .into_iter()
+        .map(|(plural, n)| (plural.to_string(), usize::from(n)))
+        .collect()
     }
 
     pub async fn federation_client(&self) -> anyhow::Result<Client> {

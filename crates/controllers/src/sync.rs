@@ -44,6 +44,10 @@ pub const ADOPT: &str = "federation.fellowship.io/adopt";
 pub const DELETE_FROM_CLUSTERS: &str = "federation.kubernetes.io/delete-from-underlying-clusters";
 pub const ORPHAN: &str = "orphan";
 
+/// For the types named (by plural), how many of their objects are reconciled at once in
+/// each member, where not [`CONCURRENCY`] (`--concurrent-service-syncs` and the like).
+pub type Concurrency = BTreeMap<String, usize>;
+
 /// The namespaces every cluster makes for itself.
 const SYSTEM_NAMESPACES: [&str; 4] = ["default", "kube-system", "kube-public", "kube-node-lease"];
 /// How long a member cluster may take to list what it holds before its start is retried.
@@ -51,7 +55,7 @@ const MEMBER_START: Duration = Duration::from_secs(120);
 /// How long a failed or unfinished reconcile waits before it runs again.
 const RETRY: Duration = Duration::from_secs(1);
 /// Reconciles running at once per member: enough to keep a member's API busy while each
-/// waits for its round trip.
+/// waits for its round trip. A type may be given fewer ([`Concurrency`]).
 const CONCURRENCY: usize = 16;
 /// How long state changes gather before they are written, so that an object reaching ten
 /// clusters gets one annotation write and one event, not ten.
@@ -372,6 +376,8 @@ pub struct SyncController {
     pub host: Client,
     pub namespace: String,
     types: Vec<(ApiResource, bool)>,
+    /// By type index, its reconciles at once per member.
+    concurrency: Vec<usize>,
     metrics: Arc<Metrics>,
     federated: Mutex<Vec<Store<DynamicObject>>>,
     members: Mutex<HashMap<String, Arc<Member>>>,
@@ -432,9 +438,14 @@ impl SyncController {
         host: Client,
         namespace: String,
         types: Vec<(ApiResource, bool)>,
+        concurrency: &Concurrency,
         metrics: Arc<Metrics>,
     ) -> Arc<SyncController> {
+        let concurrency = (types.iter())
+            .map(|(ar, _)| concurrency.get(&ar.plural).copied().unwrap_or(CONCURRENCY))
+            .collect();
         Arc::new(SyncController {
+            concurrency,
             federation,
             host,
             namespace,
@@ -661,6 +672,7 @@ impl SyncController {
             return;
         };
         let metrics = self.metrics.clone();
+        let limits = self.concurrency.clone();
         let cluster: Text = cluster.into();
         let name = cluster.clone();
         let handle = move |key: Key| {
@@ -683,7 +695,10 @@ impl SyncController {
                 Next::Done
             }) as BoxFuture<'static, Next>)
         };
-        drain(keys, again, handle, |n| metrics.sync_pending(&name, n)).await;
+        drain(keys, again, limits, handle, |n| {
+            metrics.sync_pending(&name, n)
+        })
+        .await;
     }
 
     /// Brings one object in one member in step; its state there, to report.
@@ -923,7 +938,7 @@ impl SyncController {
                 }
             }) as BoxFuture<'static, Next>)
         };
-        drain(keys, again, handle, |_| {}).await;
+        drain(keys, again, Vec::new(), handle, |_| {}).await;
     }
 
     /// Whether the object needs nothing more.
@@ -1004,20 +1019,27 @@ enum Next {
     Retry,
 }
 
-/// Handles the keys sent on `keys` in the order they came, [`CONCURRENCY`] at a time and
-/// never one key twice at once (a key sent again while it is handled is handled once more
-/// afterwards); a key whose handling asks to retry is sent on `again` after [`RETRY`]. Each
-/// waiting key is one entry however often it was sent, so a backlog costs a key each, not a
-/// task each. `waiting` is told how many keys are queued, running or retrying. Ends when
-/// `keys` closes or `handle` has nothing to run them with.
+/// Handles the keys sent on `keys`, at most `limits[t]` of type `t` at a time (else
+/// [`CONCURRENCY`]), and never one key twice at once (a key sent again while it is handled
+/// is handled once more afterwards); a key whose handling asks to retry is sent on `again`
+/// after [`RETRY`]. The keys of a type run in the order they came, the types taking turns.
+/// Each waiting key is one entry however often it was sent, so a backlog costs a key each,
+/// not a task each. `waiting` is told how many keys are queued, running or retrying. Ends
+/// when `keys` closes or `handle` has nothing to run them with.
 async fn drain(
     mut keys: mpsc::UnboundedReceiver<Key>,
     again: mpsc::UnboundedSender<Key>,
+    limits: Vec<usize>,
     mut handle: impl FnMut(Key) -> Option<BoxFuture<'static, Next>>,
     mut waiting: impl FnMut(usize),
 ) {
-    let mut queue: VecDeque<Key> = VecDeque::new();
-    // The keys in `queue` or `after_run`.
+    let limit = |t: usize| limits.get(t).copied().unwrap_or(CONCURRENCY);
+    let at_once = limits.iter().copied().fold(CONCURRENCY, usize::max);
+    // By type: the keys waiting for their turn, and how many run.
+    let mut queues: Vec<VecDeque<Key>> = Vec::new();
+    let mut runs: Vec<usize> = Vec::new();
+    let mut turn = 0;
+    // The keys in `queues` or `after_run`.
     let mut queued: HashSet<Key> = HashSet::new();
     // Keys whose turn came while they were running: first in line once that run ends.
     let mut after_run: HashSet<Key> = HashSet::new();
@@ -1025,8 +1047,8 @@ async fn drain(
     let mut inflight: FuturesUnordered<BoxFuture<'static, (Key, Next)>> = FuturesUnordered::new();
     let retrying = Arc::new(AtomicUsize::new(0));
     loop {
-        while inflight.len() < CONCURRENCY {
-            let Some(key) = queue.pop_front() else {
+        while inflight.len() < at_once {
+            let Some(key) = next_key(&mut queues, &runs, limit, &mut turn) else {
                 break;
             };
             if running.contains(&key) {
@@ -1038,6 +1060,7 @@ async fn drain(
             };
             queued.remove(&key);
             running.insert(key.clone());
+            runs[key.0] += 1;
             inflight.push(Box::pin(async move { (key, run.await) }));
         }
         waiting(queued.len() + inflight.len() + retrying.load(Ordering::Relaxed));
@@ -1047,7 +1070,11 @@ async fn drain(
                     let mut next = Some(k);
                     while let Some(k) = next {
                         if queued.insert(k.clone()) {
-                            queue.push_back(k);
+                            if queues.len() <= k.0 {
+                                queues.resize_with(k.0 + 1, VecDeque::new);
+                                runs.resize(k.0 + 1, 0);
+                            }
+                            queues[k.0].push_back(k);
                         }
                         next = keys.try_recv().ok();
                     }
@@ -1056,8 +1083,9 @@ async fn drain(
             },
             Some((key, next)) = inflight.next(), if !inflight.is_empty() => {
                 running.remove(&key);
+                runs[key.0] -= 1;
                 if after_run.remove(&key) {
-                    queue.push_front(key.clone());
+                    queues[key.0].push_front(key.clone());
                 }
                 if let Next::Retry = next {
                     let (tx, retrying) = (again.clone(), retrying.clone());
@@ -1074,6 +1102,22 @@ async fn drain(
 }
 
 /// Stops a task when its owner goes.
+/// The next key to run: the oldest of the first type from `turn` on that has keys waiting
+/// and runs fewer than its limit; the type after it is first next time.
+fn next_key(
+    queues: &mut [VecDeque<Key>],
+    runs: &[usize],
+    limit: impl Fn(usize) -> usize,
+    turn: &mut usize,
+) -> Option<Key> {
+    let types = queues.len();
+    let t = (0..types)
+        .map(|i| (*turn + i) % types)
+        .find(|&t| runs[t] < limit(t) && !queues[t].is_empty())?;
+    *turn = (t + 1) % types;
+    queues[t].pop_front()
+}
+
 struct AbortOnDrop(JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
@@ -1130,7 +1174,7 @@ mod tests {
                 }) as BoxFuture<'static, Next>)
             }
         };
-        let worker = tokio::spawn(drain(rx, tx.clone(), handle, |_| {}));
+        let worker = tokio::spawn(drain(rx, tx.clone(), Vec::new(), handle, |_| {}));
         let count = |name: &str| runs.lock().unwrap().iter().filter(|r| *r == name).count();
         while count("a") == 0 {
             tokio::task::yield_now().await;
@@ -1149,6 +1193,47 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        worker.abort();
+    }
+
+    #[tokio::test]
+    async fn a_type_at_its_limit_waits_while_other_types_go_ahead() {
+        let (tx, rx) = mpsc::unbounded_channel();
+        // Type 0 may run one at a time: its second key waits behind the first, held.
+        for k in [(0, "a"), (0, "b"), (1, "c"), (1, "d")] {
+            tx.send((k.0, "n".into(), k.1.into())).unwrap();
+        }
+        let runs: Arc<Mutex<Vec<String>>> = Arc::default();
+        let release = Arc::new(Notify::new());
+        let handle = {
+            let (runs, release) = (runs.clone(), release.clone());
+            move |k: Key| {
+                let (runs, release) = (runs.clone(), release.clone());
+                Some(Box::pin(async move {
+                    runs.lock().unwrap().push(k.2.to_string());
+                    if &*k.2 == "a" {
+                        release.notified().await;
+                    }
+                    Next::Done
+                }) as BoxFuture<'static, Next>)
+            }
+        };
+        let worker = tokio::spawn(drain(rx, tx.clone(), vec![1], handle, |_| {}));
+        let ran = || runs.lock().unwrap().clone();
+        while ran().len() < 3 {
+            tokio::task::yield_now().await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(
+            ran(),
+            ["a", "c", "d"],
+            "b ran beside a, over its type's limit"
+        );
+        release.notify_one();
+        while ran().len() < 4 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(ran()[3], "b");
         worker.abort();
     }
 

@@ -89,6 +89,7 @@ async fn run(options: Options) -> anyhow::Result<()> {
         clusters.host.clone(),
         clusters.namespace.clone(),
         types,
+        &options.concurrency(),
         clusters.metrics.clone(),
     );
     let controllers = tokio::spawn(async move {
