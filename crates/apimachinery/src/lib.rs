@@ -8,6 +8,7 @@ pub mod managed;
 pub mod meta;
 pub mod patch;
 pub mod process;
+pub mod profiling;
 pub mod protobuf;
 pub mod resource;
 pub mod selector;

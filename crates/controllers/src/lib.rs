@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod options;
 pub mod ratelimit;
 pub mod selector;
+pub mod serving;
 pub mod sync;
 
 pub use options::Options;

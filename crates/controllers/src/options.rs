@@ -41,12 +41,15 @@ pub struct Options {
     /// How often every member cluster is probed.
     #[arg(long, default_value = "40s", value_parser = fellowship_apimachinery::duration::parse)]
     pub cluster_monitor_period: Duration,
-    /// Address of the HTTP endpoint serving /healthz and /metrics.
+    /// Address of the HTTP endpoint serving /healthz, /metrics and /debug/pprof.
     #[arg(long, default_value = "0.0.0.0")]
     pub address: IpAddr,
     /// Port of that endpoint (0: none).
     #[arg(long, default_value_t = 10253)]
     pub port: u16,
+    /// Serve a CPU profile of this process at /debug/pprof/profile on that endpoint.
+    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub profiling: bool,
     /// Run as one of several replicas: act only while holding the leader Lease.
     #[arg(long, default_value_t = false, num_args = 0..=1, default_missing_value = "true")]
     pub leader_elect: bool,

@@ -1,16 +1,15 @@
-//! The federation controller manager binary: flags in, controllers running, `/healthz` and
-//! `/metrics` served.
+//! The federation controller manager binary: flags in, controllers running, its HTTP
+//! endpoint served.
 
 use std::sync::Arc;
 
-use axum::Router;
-use axum::routing::get;
 use clap::Parser;
 use fellowship_controllers::Options;
 use fellowship_controllers::cluster::ClusterController;
 use fellowship_controllers::leader::LeaderElection;
 use fellowship_controllers::metrics::Metrics;
 use fellowship_controllers::options::SERVICE_DNS;
+use fellowship_controllers::serving;
 use fellowship_controllers::sync::{self, SyncController};
 
 /// Propagation allocates and frees at a high rate: mimalloc serves it markedly faster than
@@ -53,9 +52,7 @@ async fn run(options: Options) -> anyhow::Result<()> {
         metrics: metrics.clone(),
     });
     if options.port != 0 {
-        let app = Router::new()
-            .route("/healthz", get(|| async { "ok" }))
-            .route("/metrics", get(move || async move { metrics.render() }));
+        let app = serving::router(metrics, options.profiling);
         let listener = tokio::net::TcpListener::bind((options.address, options.port))
             .await
             .map_err(|e| {
