@@ -88,6 +88,11 @@ pub struct Options {
     /// Requests the client may make at once above that rate.
     #[arg(long, default_value_t = 0)]
     pub federated_api_burst: u32,
+    /// The content type of requests to the federation API: `application/json`. The
+    /// original's `application/vnd.kubernetes.protobuf` is accepted and JSON is used (with
+    /// a warning): this controller's clients speak JSON.
+    #[arg(long, default_value = "", value_parser = parse_content_type)]
+    pub kube_api_content_type: String,
     /// Log verbosity (0 info ... 4+ debug).
     #[arg(long, short = 'v', default_value_t = 0)]
     pub v: u8,
@@ -124,6 +129,16 @@ fn parse_controllers(text: &str) -> Result<Controllers, String> {
         out.insert(key.to_string(), on);
     }
     Ok(out)
+}
+
+pub const JSON: &str = "application/json";
+pub const PROTOBUF: &str = "application/vnd.kubernetes.protobuf";
+
+fn parse_content_type(text: &str) -> Result<String, String> {
+    match text {
+        "" | JSON | PROTOBUF => Ok(text.to_string()),
+        other => Err(format!("{other:?}: expected {JSON} or {PROTOBUF}")),
+    }
 }
 
 async fn client(

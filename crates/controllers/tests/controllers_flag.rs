@@ -1,7 +1,7 @@
 //! `--controllers` (spec §4.2): a type turned off is not propagated while the others are
-//! (through a rate-limited federation client, `--federated-api-qps`);
-//! an unknown key or an impossible request stops the start with one clear line. The sync
-//! controller's progress shows in /metrics.
+//! (through a rate-limited federation client, `--federated-api-qps`); an unknown key or an
+//! impossible request stops the start with one clear line, as does a content type the
+//! federation API does not speak. The sync controller's progress shows in /metrics.
 
 mod support;
 
@@ -32,6 +32,8 @@ fn controllers_turn_types_on_and_off() {
     assert!(error.contains("\"bogus\" is not a controller"), "{error}");
     let error = start_error(&env, "--controllers=secrets=maybe");
     assert!(error.contains("neither true nor false"), "{error}");
+    let error = start_error(&env, "--kube-api-content-type=text/plain");
+    assert!(error.contains("expected application/json or"), "{error}");
 
     env.credentials("gondor-credentials", "gondor");
     env.cluster(

@@ -8,7 +8,7 @@ use fellowship_controllers::Options;
 use fellowship_controllers::cluster::ClusterController;
 use fellowship_controllers::leader::LeaderElection;
 use fellowship_controllers::metrics::Metrics;
-use fellowship_controllers::options::SERVICE_DNS;
+use fellowship_controllers::options::{PROTOBUF, SERVICE_DNS};
 use fellowship_controllers::serving;
 use fellowship_controllers::sync::{self, SyncController};
 
@@ -39,6 +39,11 @@ async fn run(options: Options) -> anyhow::Result<()> {
     if options.controllers.get(SERVICE_DNS) == Some(&true) {
         anyhow::bail!(
             "--controllers: service-dns needs the DNS controller, which this build does not have yet"
+        );
+    }
+    if options.kube_api_content_type == PROTOBUF {
+        tracing::warn!(
+            "--kube-api-content-type={PROTOBUF}: requests go as JSON, which this controller manager speaks"
         );
     }
     let types = sync::enabled_types(&federation, &options.controllers).await?;
