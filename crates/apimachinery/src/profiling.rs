@@ -1,48 +1,55 @@
 //! CPU profiles of the running process in the pprof format (`--profiling`): what Go's
-//! `/debug/pprof/profile` serves, so `go tool pprof http://host:port/debug/pprof/profile`
-//! works against Fellowship's servers as against Kubernetes' own.
+//! `/debug/pprof/profile?seconds=N` serves, so `go tool pprof` works against Fellowship's
+//! servers as against Kubernetes' own.
+
+use std::time::Duration;
 
 use pprof::protos::Message as _;
 
 /// Samples a second, as Go's profiler takes.
 const FREQUENCY: i32 = 100;
+/// How long a profile lasts unless asked otherwise, as Go's.
+const SECONDS: u64 = 30;
+/// The longest profile one request may ask for.
+const LONGEST: u64 = 600;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProfileError {
+    #[error("seconds: a whole number from 1 to {LONGEST}")]
+    Seconds,
     #[error("a CPU profile is already being taken")]
     Busy,
     #[error("CPU profiling failed: {0}")]
     Failed(String),
 }
 
-/// A CPU profile being taken: every thread's stack, sampled until [`CpuProfile::finish`].
-/// One at a time per process.
-pub struct CpuProfile(pprof::ProfilerGuard<'static>);
-
-impl CpuProfile {
-    pub fn start() -> Result<CpuProfile, ProfileError> {
-        pprof::ProfilerGuardBuilder::default()
-            .frequency(FREQUENCY)
-            // Unwinding from a signal that arrived inside these could deadlock (pprof-rs's
-            // advice); their frames are of no interest here.
-            .blocklist(&["libc", "libgcc", "pthread", "vdso"])
-            .build()
-            .map(CpuProfile)
-            .map_err(|e| match e {
-                pprof::Error::Running => ProfileError::Busy,
-                e => ProfileError::Failed(e.to_string()),
-            })
-    }
-
-    /// Stops sampling; the profile, protobuf-encoded. Symbolizing takes a while for a
-    /// large profile: call this off the async threads.
-    pub fn finish(self) -> Result<Vec<u8>, ProfileError> {
-        let profile = (self.0.report().build())
-            .and_then(|report| report.pprof())
-            .map_err(|e| ProfileError::Failed(e.to_string()));
-        // Symbolizing parsed the binary's debug information, some hundreds of MiB, into a
-        // process-wide cache that would otherwise be held for good.
-        backtrace::clear_symbol_cache();
-        Ok(profile?.encode_to_vec())
-    }
+/// Samples every thread's stack for `seconds` (the request's `seconds` parameter, 30 if
+/// absent); the profile, protobuf-encoded. One at a time per process. It blocks the
+/// thread for as long as it samples, and symbolizing takes a while after: call it off the
+/// async threads.
+pub fn cpu(seconds: Option<&str>) -> Result<Vec<u8>, ProfileError> {
+    let seconds = match seconds.map(str::parse::<u64>) {
+        None => SECONDS,
+        Some(Ok(n)) if (1..=LONGEST).contains(&n) => n,
+        Some(_) => return Err(ProfileError::Seconds),
+    };
+    let guard = pprof::ProfilerGuardBuilder::default()
+        .frequency(FREQUENCY)
+        // Unwinding from a signal that arrived inside these could deadlock (pprof-rs's
+        // advice); their frames are of no interest here.
+        .blocklist(&["libc", "libgcc", "pthread", "vdso"])
+        .build()
+        .map_err(|e| match e {
+            pprof::Error::Running => ProfileError::Busy,
+            e => ProfileError::Failed(e.to_string()),
+        })?;
+    std::thread::sleep(Duration::from_secs(seconds));
+    let profile = (guard.report().build())
+        .and_then(|report| report.pprof())
+        .map_err(|e| ProfileError::Failed(e.to_string()));
+    drop(guard);
+    // Symbolizing parsed the binary's debug information, some hundreds of MiB, into a
+    // process-wide cache that would otherwise be held for good.
+    backtrace::clear_symbol_cache();
+    Ok(profile?.encode_to_vec())
 }

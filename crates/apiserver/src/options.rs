@@ -46,6 +46,10 @@ pub struct Options {
     /// CSV: token,user,uid[,"group1,group2"].
     #[arg(long)]
     pub token_auth_file: Option<PathBuf>,
+    /// Serve a CPU profile of the process, pprof-encoded, at /debug/pprof/profile to
+    /// authenticated clients.
+    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub profiling: bool,
     /// Allow requests without credentials (forced off with AlwaysAllow authorization).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub anonymous_auth: bool,

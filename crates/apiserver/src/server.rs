@@ -9,6 +9,7 @@ use axum::body::Body;
 use axum::http::{HeaderValue, Request, StatusCode, header};
 use axum::response::Response;
 use fellowship_apimachinery::ApiError;
+use fellowship_apimachinery::profiling::{self, ProfileError};
 use fellowship_storage::Store;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::json;
@@ -24,6 +25,23 @@ use crate::registry::Registry;
 use crate::reply::{Reply, error_response};
 use crate::rest::{Query, Rest, Target};
 use crate::schemas::Schemas;
+
+/// A CPU profile of the whole process, pprof-encoded, for `?seconds=N` (30 by default).
+async fn cpu_profile(query: &Query) -> Result<Reply, ApiError> {
+    let seconds = query.get("seconds").cloned();
+    let taken = tokio::task::spawn_blocking(move || profiling::cpu(seconds.as_deref()))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    match taken {
+        Ok(body) => Ok(Reply::Binary {
+            content_type: "application/octet-stream",
+            body: body.into(),
+        }),
+        Err(e @ ProfileError::Seconds) => Err(ApiError::bad_request(e.to_string())),
+        Err(e @ ProfileError::Busy) => Err(ApiError::too_many_requests(e.to_string(), 10)),
+        Err(e @ ProfileError::Failed(_)) => Err(ApiError::internal(e.to_string())),
+    }
+}
 
 /// What a server serves, built once from its registry and shared by every server that
 /// serves the same resources (the many local clusters of one process).
@@ -52,6 +70,8 @@ pub struct App {
     pub auth: Authenticator,
     /// The address `/api` advertises to clients.
     pub advertise: String,
+    /// Serve a CPU profile of the process at `/debug/pprof/profile` (`--profiling`).
+    pub profiling: bool,
     metrics: Metrics,
 }
 
@@ -80,6 +100,7 @@ impl App {
             },
             auth,
             advertise,
+            profiling: false,
             metrics: Metrics::default(),
         })
     }
@@ -161,6 +182,7 @@ impl App {
             ["healthz" | "livez" | "readyz", ..] => return Ok(Reply::Text("ok".into())),
             ["version"] => return ok(discovery::version()),
             ["metrics"] => return Ok(Reply::Text(self.metrics.render())),
+            ["debug", "pprof", "profile"] if self.profiling => return cpu_profile(&query).await,
             ["api"] => return ok(discovery::core_versions(&self.advertise)),
             ["openapi", "v2"]
                 if accept.contains("application/com.github.proto-openapi.spec.v2") =>

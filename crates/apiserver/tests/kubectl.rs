@@ -840,6 +840,34 @@ fn apply_patch_and_scale(backend: Backend) {
     assert_eq!(scale["status"]["selector"], "app=web");
 }
 
+/// `--profiling` (on by default): a CPU profile, pprof-encoded, for authenticated clients
+/// (`kubectl get --raw`), one at a time.
+#[test]
+fn a_cpu_profile_for_authenticated_clients() {
+    let s = Server::start(Backend::Embedded);
+    let out = s.kubectl("", &["get", "--raw", "/debug/pprof/profile?seconds=1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A pprof profile's string table names its sample types.
+    let has = |text: &[u8]| out.stdout.windows(text.len()).any(|w| w == text);
+    assert!(has(b"cpu") && has(b"nanoseconds"), "not a CPU profile");
+    let err = s.fails("", &["get", "--raw", "/debug/pprof/profile?seconds=0"]);
+    assert!(err.contains("a whole number from 1 to 600"), "{err}");
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+        .arg(s.pki.ca_file())
+        .arg(format!(
+            "https://127.0.0.1:{}/debug/pprof/profile?seconds=1",
+            s.port
+        ))
+        .output()
+        .expect("run curl");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "401");
+}
+
 /// Bad flags stop the server at start with one clear line and a non-zero exit.
 #[test]
 fn bad_flags_are_one_clear_error() {

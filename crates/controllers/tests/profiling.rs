@@ -51,7 +51,7 @@ fn a_cpu_profile_in_the_pprof_format() {
     let first = std::thread::spawn(move || get(port, "/debug/pprof/profile?seconds=3"));
     std::thread::sleep(Duration::from_millis(1000));
     let (code, body) = get(port, "/debug/pprof/profile?seconds=1");
-    assert_eq!(code, 409, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(code, 429, "{}", String::from_utf8_lossy(&body));
 
     let (code, body) = first.join().unwrap();
     assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));

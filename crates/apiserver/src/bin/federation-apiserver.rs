@@ -42,6 +42,7 @@ async fn run(options: Options) -> anyhow::Result<()> {
     let store = options.open_store().await?;
     let mut app = App::new(Surface::new(registry), store, auth, options.advertise())?;
     app.rest.event_ttl = options.event_ttl;
+    app.profiling = options.profiling;
     app.rest.admission = Arc::new(admission);
     tracing::info!(plugins = ?app.rest.admission.names(), "admission");
     app.ensure_namespaces(&["default"]).await?;
