@@ -2,7 +2,9 @@
 //! `/debug/pprof/profile?seconds=N` serves, so `go tool pprof` works against Fellowship's
 //! servers as against Kubernetes' own.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use pprof::protos::Message as _;
 
@@ -12,6 +14,8 @@ const FREQUENCY: i32 = 100;
 const SECONDS: u64 = 30;
 /// The longest profile one request may ask for.
 const LONGEST: u64 = 600;
+/// How often a profile being taken looks whether its client is still there.
+const LOOK: Duration = Duration::from_millis(100);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProfileError {
@@ -21,13 +25,43 @@ pub enum ProfileError {
     Busy,
     #[error("CPU profiling failed: {0}")]
     Failed(String),
+    #[error("the client went away")]
+    Abandoned,
+}
+
+/// Held by the request a profile is taken for: dropped (the client went away and the
+/// server dropped the request), it stops the profile, which would otherwise keep others
+/// waiting for nothing.
+pub struct Requester(Arc<AtomicBool>);
+
+impl Requester {
+    pub fn new() -> Requester {
+        Requester(Arc::new(AtomicBool::new(false)))
+    }
+
+    /// What [`cpu`] watches.
+    pub fn gone(&self) -> Arc<AtomicBool> {
+        self.0.clone()
+    }
+}
+
+impl Default for Requester {
+    fn default() -> Requester {
+        Requester::new()
+    }
+}
+
+impl Drop for Requester {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 /// Samples every thread's stack for `seconds` (the request's `seconds` parameter, 30 if
-/// absent); the profile, protobuf-encoded. One at a time per process. It blocks the
-/// thread for as long as it samples, and symbolizing takes a while after: call it off the
-/// async threads.
-pub fn cpu(seconds: Option<&str>) -> Result<Vec<u8>, ProfileError> {
+/// absent), or until `gone` (its [`Requester`] was dropped); the profile, protobuf-encoded.
+/// One at a time per process. It blocks the thread for as long as it samples, and
+/// symbolizing takes a while after: call it off the async threads.
+pub fn cpu(seconds: Option<&str>, gone: &AtomicBool) -> Result<Vec<u8>, ProfileError> {
     let seconds = match seconds.map(str::parse::<u64>) {
         None => SECONDS,
         Some(Ok(n)) if (1..=LONGEST).contains(&n) => n,
@@ -43,7 +77,13 @@ pub fn cpu(seconds: Option<&str>) -> Result<Vec<u8>, ProfileError> {
             pprof::Error::Running => ProfileError::Busy,
             e => ProfileError::Failed(e.to_string()),
         })?;
-    std::thread::sleep(Duration::from_secs(seconds));
+    let end = Instant::now() + Duration::from_secs(seconds);
+    while let Some(left) = end.checked_duration_since(Instant::now()) {
+        if gone.load(Ordering::Relaxed) {
+            return Err(ProfileError::Abandoned);
+        }
+        std::thread::sleep(left.min(LOOK));
+    }
     let profile = (guard.report().build())
         .and_then(|report| report.pprof())
         .map_err(|e| ProfileError::Failed(e.to_string()));

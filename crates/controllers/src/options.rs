@@ -74,7 +74,7 @@ pub struct Options {
     /// Services reconciled at once in each member cluster.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
     pub concurrent_service_syncs: u16,
-    /// ReplicaSets and Deployments reconciled at once in each member cluster.
+    /// ReplicaSets reconciled at once in each member cluster, and Deployments as many.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
     pub concurrent_replicaset_syncs: u16,
     /// Jobs reconciled at once in each member cluster.

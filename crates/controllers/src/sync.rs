@@ -54,8 +54,9 @@ const SYSTEM_NAMESPACES: [&str; 4] = ["default", "kube-system", "kube-public", "
 const MEMBER_START: Duration = Duration::from_secs(120);
 /// How long a failed or unfinished reconcile waits before it runs again.
 const RETRY: Duration = Duration::from_secs(1);
-/// Reconciles running at once per member: enough to keep a member's API busy while each
-/// waits for its round trip. A type may be given fewer ([`Concurrency`]).
+/// Reconciles running at once per member, and of each type: enough to keep a member's API
+/// busy while each waits for its round trip. A type given another limit ([`Concurrency`])
+/// keeps to it, and a limit above this one raises the member's total to it.
 const CONCURRENCY: usize = 16;
 /// How long state changes gather before they are written, so that an object reaching ten
 /// clusters gets one annotation write and one event, not ten.
@@ -1020,12 +1021,13 @@ enum Next {
 }
 
 /// Handles the keys sent on `keys`, at most `limits[t]` of type `t` at a time (else
-/// [`CONCURRENCY`]), and never one key twice at once (a key sent again while it is handled
-/// is handled once more afterwards); a key whose handling asks to retry is sent on `again`
-/// after [`RETRY`]. The keys of a type run in the order they came, the types taking turns.
-/// Each waiting key is one entry however often it was sent, so a backlog costs a key each,
-/// not a task each. `waiting` is told how many keys are queued, running or retrying. Ends
-/// when `keys` closes or `handle` has nothing to run them with.
+/// [`CONCURRENCY`]; in all, the largest of those), and never one key twice at once (a key
+/// sent again while it is handled is handled once more afterwards); a key whose handling
+/// asks to retry is sent on `again` after [`RETRY`]. The keys of a type run in the order
+/// they came, the types taking turns. Each waiting key is one entry however often it was
+/// sent, so a backlog costs a key each, not a task each. `waiting` is told how many keys
+/// are queued, running or retrying. Ends when `keys` closes or `handle` has nothing to run
+/// them with.
 async fn drain(
     mut keys: mpsc::UnboundedReceiver<Key>,
     again: mpsc::UnboundedSender<Key>,
@@ -1101,7 +1103,6 @@ async fn drain(
     }
 }
 
-/// Stops a task when its owner goes.
 /// The next key to run: the oldest of the first type from `turn` on that has keys waiting
 /// and runs fewer than its limit; the type after it is first next time.
 fn next_key(
@@ -1118,6 +1119,7 @@ fn next_key(
     queues[t].pop_front()
 }
 
+/// Stops a task when its owner goes.
 struct AbortOnDrop(JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
@@ -1200,17 +1202,19 @@ mod tests {
     async fn a_type_at_its_limit_waits_while_other_types_go_ahead() {
         let (tx, rx) = mpsc::unbounded_channel();
         // Type 0 may run one at a time: its second key waits behind the first, held.
-        for k in [(0, "a"), (0, "b"), (1, "c"), (1, "d")] {
-            tx.send((k.0, "n".into(), k.1.into())).unwrap();
+        let keys = [(0, "a"), (0, "b"), (1, "c"), (1, "d"), (2, "e"), (2, "f")];
+        for (t, name) in keys {
+            tx.send((t, "n".into(), name.into())).unwrap();
         }
-        let runs: Arc<Mutex<Vec<String>>> = Arc::default();
+        // The keys in the order they were started.
+        let started: Arc<Mutex<Vec<String>>> = Arc::default();
         let release = Arc::new(Notify::new());
         let handle = {
-            let (runs, release) = (runs.clone(), release.clone());
+            let (started, release) = (started.clone(), release.clone());
             move |k: Key| {
-                let (runs, release) = (runs.clone(), release.clone());
+                started.lock().unwrap().push(k.2.to_string());
+                let release = release.clone();
                 Some(Box::pin(async move {
-                    runs.lock().unwrap().push(k.2.to_string());
                     if &*k.2 == "a" {
                         release.notified().await;
                     }
@@ -1219,21 +1223,20 @@ mod tests {
             }
         };
         let worker = tokio::spawn(drain(rx, tx.clone(), vec![1], handle, |_| {}));
-        let ran = || runs.lock().unwrap().clone();
-        while ran().len() < 3 {
-            tokio::task::yield_now().await;
-        }
+        let until = async |count: usize| {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            while started.lock().unwrap().len() < count {
+                assert!(tokio::time::Instant::now() < deadline, "{started:?}");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            started.lock().unwrap().clone()
+        };
+        until(5).await;
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert_eq!(
-            ran(),
-            ["a", "c", "d"],
-            "b ran beside a, over its type's limit"
-        );
+        // The types take turns; type 0, at its limit, is passed over.
+        assert_eq!(until(5).await, ["a", "c", "e", "d", "f"]);
         release.notify_one();
-        while ran().len() < 4 {
-            tokio::task::yield_now().await;
-        }
-        assert_eq!(ran()[3], "b");
+        assert_eq!(until(6).await[5], "b");
         worker.abort();
     }
 

@@ -47,22 +47,40 @@ fn a_cpu_profile_in_the_pprof_format() {
     let env = Env::start();
     let (_manager, port) = started(&env, &[]);
 
-    // Asked for in another thread: while it is taken, a second is refused.
-    let first = std::thread::spawn(move || get(port, "/debug/pprof/profile?seconds=3"));
-    std::thread::sleep(Duration::from_millis(1000));
-    let (code, body) = get(port, "/debug/pprof/profile?seconds=1");
-    assert_eq!(code, 429, "{}", String::from_utf8_lossy(&body));
-
-    let (code, body) = first.join().unwrap();
-    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
-    let profile = pprof::protos::Profile::decode(body.as_slice()).expect("a pprof profile");
+    // Two at once: one is taken, the other refused.
+    let first = std::thread::spawn(move || get(port, "/debug/pprof/profile?seconds=2"));
+    std::thread::sleep(Duration::from_millis(500));
+    let second = get(port, "/debug/pprof/profile?seconds=2");
+    let first = first.join().unwrap();
+    let (taken, refused) = if first.0 == 200 {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    assert_eq!(refused.0, 429, "{}", String::from_utf8_lossy(&refused.1));
+    assert_eq!(taken.0, 200, "{}", String::from_utf8_lossy(&taken.1));
+    let profile = pprof::protos::Profile::decode(taken.1.as_slice()).expect("a pprof profile");
     let name = |i: i64| profile.string_table[i as usize].as_str();
     let period = profile.period_type.as_ref().expect("a period type");
     assert_eq!((name(period.ty), name(period.unit)), ("cpu", "nanoseconds"));
     assert!(
-        profile.duration_nanos >= 3_000_000_000,
+        profile.duration_nanos >= 2_000_000_000,
         "{}",
         profile.duration_nanos
+    );
+
+    // A profile whose client went away stops: the next is taken well before its 60 s.
+    let mut abandoned = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        abandoned,
+        "GET /debug/pprof/profile?seconds=60 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    drop(abandoned);
+    until(
+        || get(port, "/debug/pprof/profile?seconds=1").0 == 200,
+        "a profile after one abandoned",
     );
 
     for bad in ["0", "601", "soon"] {
