@@ -845,26 +845,45 @@ impl SyncController {
         self.publish.notify_one();
     }
 
-    /// Writes the state changes reported, in batches, a few objects at a time.
+    /// Writes the state changes reported, in batches, a few objects at a time. Those the
+    /// federation API did not take (restarting, unreachable) are written once it answers
+    /// again, with whatever was reported meanwhile: the states are known as reported and
+    /// would otherwise never be written.
     async fn publisher(self: Arc<Self>) {
         loop {
             self.publish.notified().await;
             tokio::time::sleep(PUBLISH_BATCH).await;
             let batch = std::mem::take(&mut *self.unpublished.lock().expect("not poisoned"));
+            let failed = Mutex::new(Vec::new());
             futures::stream::iter(batch)
                 .for_each_concurrent(16, |(key, changes)| {
-                    let this = self.clone();
+                    let (this, failed) = (self.clone(), &failed);
                     async move {
                         if let Err(e) = this.publish(&key, &changes).await {
                             tracing::debug!(?key, error = %e, "reporting propagation state");
+                            failed.lock().expect("not poisoned").push((key, changes));
                         }
                     }
                 })
                 .await;
+            let failed = failed.into_inner().expect("not poisoned");
+            if failed.is_empty() {
+                continue;
+            }
+            {
+                let mut unpublished = self.unpublished.lock().expect("not poisoned");
+                for (key, mut changes) in failed {
+                    changes.extend(unpublished.remove(&key).unwrap_or_default());
+                    unpublished.insert(key, changes);
+                }
+            }
+            tokio::time::sleep(RETRY).await;
+            self.publish.notify_one();
         }
     }
 
-    /// One object's annotation, and an event per distinct new state naming its clusters.
+    /// One object's annotation, and an event per distinct new state naming its clusters; an
+    /// error only when the annotation was not written.
     async fn publish(&self, key: &Key, changes: &[(Text, Text)]) -> anyhow::Result<()> {
         let (index, ns, name) = key;
         let (ar, namespaced) = &self.types[*index];
@@ -913,7 +932,11 @@ impl SyncController {
                 "firstTimestamp": now, "lastTimestamp": now, "count": 1,
             }))?;
             let create = events.create(&PostParams::default(), event)?;
-            self.federation.request::<Written>(create).await?;
+            // Events are told once: one the federation turns away is not sent again (the
+            // state is in the annotation, which is).
+            if let Err(e) = self.federation.request::<Written>(create).await {
+                tracing::debug!(?key, error = %e, "recording an event");
+            }
         }
         Ok(())
     }

@@ -87,7 +87,9 @@ fn local_up_runs_a_federation_and_down_stops_it() {
     );
 
     // The federation API server killed and started again as it was: the controller
-    // manager, not restarted, goes on propagating.
+    // manager, not restarted, goes on propagating, and a state it could not write while the
+    // server was down (gondor's copy of hello no longer carries the federation's marker)
+    // is written once the server is back.
     let pids = std::fs::read_to_string(Path::new(&state).join("pids")).unwrap();
     let apiserver = pids.lines().nth(1).unwrap();
     let command: Vec<String> = std::fs::read(format!("/proc/{apiserver}/cmdline"))
@@ -106,6 +108,18 @@ fn local_up_runs_a_federation_and_down_stops_it() {
         || !Path::new(&format!("/proc/{apiserver}")).exists(),
         "the killed API server gone",
     );
+    let marker = |value: &str| {
+        let annotation = format!("federation.fellowship.io/managed{value}");
+        let (ok, out) = kubectl(
+            &config,
+            "gondor",
+            &["annotate", "--overwrite", "configmap", "hello", &annotation],
+        );
+        assert!(ok, "{out}");
+    };
+    marker("-");
+    // Time for the controller manager to see it and fail to report it.
+    std::thread::sleep(std::time::Duration::from_secs(2));
     let mut restarted = Command::new(&command[0])
         .args(&command[1..])
         .stdout(std::process::Stdio::null())
@@ -129,6 +143,29 @@ fn local_up_runs_a_federation_and_down_stops_it() {
     );
     let (ok, out) = kubectl(&config, "federation", &["get", "configmap", "hello"]);
     assert!(ok, "the restart lost an object: {out}");
+    let state = || {
+        kubectl(
+            &config,
+            "federation",
+            &[
+                "get",
+                "configmap",
+                "hello",
+                "-o",
+                r"jsonpath={.metadata.annotations.federation\.fellowship\.io/propagation}",
+            ],
+        )
+        .1
+    };
+    until(
+        || state().contains(r#""gondor":"Conflict"#),
+        "gondor's state, reported while the API server was down, in the annotation",
+    );
+    marker("=true");
+    until(
+        || state().contains(r#""gondor":"Synced""#),
+        "gondor's copy Synced again",
+    );
 
     // Unjoin with --remove-propagated: the copies leave gondor (a namespace holding
     // something the federation did not create stays), rohan keeps its own.
