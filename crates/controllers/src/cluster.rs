@@ -235,10 +235,11 @@ impl ClusterController {
     }
 }
 
-/// Wakes the prober when a Cluster is added or its spec changes (its generation moves);
-/// its own status writes do not.
+/// Wakes the prober when a Cluster is added (a name seen before counts again when it is a
+/// new object: unjoined and joined again) or its spec changes (its generation moves); its
+/// own status writes do not.
 async fn watch_specs(api: Api<DynamicObject>, changed: Arc<Notify>) {
-    let mut seen: BTreeMap<String, Option<i64>> = BTreeMap::new();
+    let mut seen: BTreeMap<String, (Option<String>, Option<i64>)> = BTreeMap::new();
     let mut events = watcher(api, watcher::Config::default())
         .default_backoff()
         .touched_objects()
@@ -247,8 +248,8 @@ async fn watch_specs(api: Api<DynamicObject>, changed: Arc<Notify>) {
         match events.try_next().await {
             Ok(Some(c)) => {
                 let name = c.metadata.name.clone().unwrap_or_default();
-                let generation = c.metadata.generation;
-                if seen.insert(name, generation) != Some(generation) {
+                let version = (c.metadata.uid.clone(), c.metadata.generation);
+                if seen.insert(name, version.clone()) != Some(version) {
                     changed.notify_one();
                 }
             }

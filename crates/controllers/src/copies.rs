@@ -155,6 +155,10 @@ impl ByName {
         names.insert(name.into(), copy);
     }
 
+    fn get_mut(&mut self, namespace: &str, name: &str) -> Option<&mut Copy> {
+        self.0.get_mut(namespace)?.get_mut(name)
+    }
+
     fn remove(&mut self, namespace: &str, name: &str) {
         if let Some(names) = self.0.get_mut(namespace) {
             names.remove(name);
@@ -196,6 +200,23 @@ impl Copies {
             .lock()
             .expect("not poisoned")
             .insert(namespace, name, copy);
+    }
+
+    /// Records that the copy holds the desired copy `print`, as read at `resource_version`;
+    /// not if another version arrived meanwhile (that one is judged on its own).
+    pub fn holds(&self, namespace: &str, name: &str, resource_version: &str, print: u64) {
+        let mut copies = self.copies.lock().expect("not poisoned");
+        if let Some(c) = copies.get_mut(namespace, name)
+            && *c.resource_version == *resource_version
+        {
+            c.holds = Some(print);
+        }
+    }
+
+    /// Whether this controller is writing the copy now.
+    pub fn is_writing(&self, namespace: &str, name: &str) -> bool {
+        let id = (namespace.to_string(), name.to_string());
+        self.writing.lock().expect("not poisoned").contains_key(&id)
     }
 
     /// Notes that this controller is about to write the copy, until the [`Write`] returned

@@ -188,8 +188,9 @@ fn object_ref(ar: &ApiResource, namespace: &str, name: &str) -> ObjectRef<Dynami
 
 /// Runs a reflector into a new store, sending the key of every object it sees. A relisting
 /// (after a watch fell too far behind) replaces the store's contents only when it is
-/// complete, so the keys it brings are sent then: reconciled earlier, they would find the
-/// old contents, and an object created meanwhile would look gone.
+/// complete, so the keys it brings, and those of objects it no longer has, are sent then:
+/// reconciled earlier, they would find the old contents, and an object created meanwhile
+/// would look gone.
 fn follow(
     client: &Client,
     ar: &ApiResource,
@@ -203,23 +204,33 @@ fn follow(
         watcher::Config::default(),
     )
     .default_backoff();
+    let held = store.clone();
     let task = tokio::spawn(async move {
         // managedFields are never read here and are often the bulk of an object.
         let stream = stream.modify(|o| o.managed_fields_mut().clear());
         let mut events = reflector::reflector(writer, stream).boxed();
         let key = |o: &DynamicObject| key_of(index, &o.metadata);
         let mut listing: Vec<Key> = Vec::new();
+        // What the store held when a relisting began: those not listed again were deleted
+        // while the watch was down, and no event says so.
+        let mut before: HashSet<Key> = HashSet::new();
         while let Some(event) = events.next().await {
             let ready: Vec<Key> = match event {
                 Ok(watcher::Event::Init) => {
                     listing.clear();
+                    before = held.state().iter().map(|o| key(o)).collect();
                     Vec::new()
                 }
                 Ok(watcher::Event::InitApply(o)) => {
-                    listing.push(key(&o));
+                    let k = key(&o);
+                    before.remove(&k);
+                    listing.push(k);
                     Vec::new()
                 }
-                Ok(watcher::Event::InitDone) => std::mem::take(&mut listing),
+                Ok(watcher::Event::InitDone) => {
+                    listing.extend(before.drain());
+                    std::mem::take(&mut listing)
+                }
                 Ok(watcher::Event::Apply(o) | watcher::Event::Delete(o)) => vec![key(&o)],
                 Err(_) => Vec::new(),
             };
@@ -387,12 +398,23 @@ pub struct SyncController {
     /// The last state known of each object in each cluster (seeded from the object's
     /// annotation, so a restart rewrites nothing that did not change).
     states: Mutex<HashMap<Key, States>>,
-    /// A hash of what each federated object's copies are made of, as last sent to the
-    /// members.
-    fingerprints: Mutex<HashMap<Key, (u64, bool)>>,
+    /// What each federated object's copies are made of, and which object it is, as last
+    /// sent to the members.
+    fingerprints: Mutex<HashMap<Key, Fingerprint>>,
     /// State changes not yet written, by object; the publisher batches them.
     unpublished: Mutex<BTreeMap<Key, Vec<(Text, Text)>>>,
     publish: Notify,
+}
+
+/// What a federated object's copies are made of, and which object it is.
+#[derive(Clone, Copy, PartialEq)]
+struct Fingerprint {
+    /// [`Desired::print`].
+    print: u64,
+    /// It takes over same-named objects ([`ADOPT`]).
+    adopt: bool,
+    /// A hash of its uid.
+    uid: u64,
 }
 
 /// A cluster name or an object's state in a cluster.
@@ -516,20 +538,31 @@ impl SyncController {
     }
 
     /// Whether a federated object changed in what its copies are made of (its finalizers
-    /// or propagation state alone do not): the members look again only then.
+    /// or propagation state alone do not): the members look again only then. An object
+    /// gone, or another one under its name (deleted and created again), also drops the
+    /// states known of it: they are not the new object's to keep from being reported.
     fn changed_for_members(&self, key: &Key) -> bool {
         let fingerprint = self.federated(key).map(|o| {
             let adopt = o.annotations().get(ADOPT).is_some_and(|v| v == "true");
-            (Desired::of(&o).print, adopt)
+            let mut uid = std::hash::DefaultHasher::new();
+            o.metadata.uid.hash(&mut uid);
+            Fingerprint {
+                print: Desired::of(&o).print,
+                adopt,
+                uid: uid.finish(),
+            }
         });
         let mut seen = self.fingerprints.lock().expect("not poisoned");
-        match fingerprint {
-            Some(f) => seen.insert(key.clone(), f) != Some(f),
-            None => {
-                seen.remove(key);
-                true
-            }
+        let before = match fingerprint {
+            Some(f) => seen.insert(key.clone(), f),
+            None => seen.remove(key),
+        };
+        drop(seen);
+        if before.is_some_and(|b| Some(b.uid) != fingerprint.map(|f| f.uid)) {
+            self.states.lock().expect("not poisoned").remove(key);
+            self.unpublished.lock().expect("not poisoned").remove(key);
         }
+        fingerprint.is_none() || before != fingerprint
     }
 
     /// Starts keeping the Ready clusters in step, stops for the others.
@@ -648,17 +681,18 @@ impl SyncController {
             .lock()
             .expect("not poisoned")
             .push(AbortOnDrop(worker));
-        // Everything federated is looked at for the new member.
+        // A member in the map is told of every change from now on; everything federated is
+        // looked at for it after that, so no change made meanwhile is missed.
+        self.members
+            .lock()
+            .expect("not poisoned")
+            .insert(name.to_string(), member);
         for i in 0..self.types.len() {
             for o in self.federated_store(i).state() {
                 let _ = tx.send(key_of(i, &o.metadata));
             }
         }
         tracing::info!(cluster = %name, "propagating to cluster");
-        self.members
-            .lock()
-            .expect("not poisoned")
-            .insert(name.to_string(), member);
         Ok(())
     }
 
@@ -767,7 +801,7 @@ impl SyncController {
                 "Conflict: a same-named object the federation did not create is there; left alone"
             }
             (true, Some(c)) if c.managed && c.holds == Some(print) => "Synced",
-            (true, Some(c)) => {
+            (true, Some(_)) => {
                 // Not known to hold this version: read it, and write only what differs.
                 let read = request.get(name, &Default::default())?;
                 let have: Value = match m.writer.send::<Value>(read).await {
@@ -780,14 +814,8 @@ impl SyncController {
                 };
                 let want = Desired { text, print }.object();
                 if covers(&have, &want) {
-                    copies.set(
-                        ns,
-                        name,
-                        Copy {
-                            holds: Some(print),
-                            ..c
-                        },
-                    );
+                    let read = have.pointer("/metadata/resourceVersion");
+                    copies.holds(ns, name, read.and_then(Value::as_str).unwrap_or(""), print);
                 } else {
                     let mut next = have;
                     merge(&mut next, &want);
@@ -1006,6 +1034,11 @@ impl SyncController {
                 .collect();
             let mut waiting = false;
             for m in &members {
+                // A copy being created now is deleted once it is there.
+                if m.copies[*index].is_writing(ns, name) {
+                    waiting = true;
+                    continue;
+                }
                 if m.copies[*index].get(ns, name).is_some_and(|c| c.managed) {
                     waiting = true;
                     api(&m.client, ar, *namespaced, ns)

@@ -3,7 +3,7 @@
 //! `kubectl get clusters` to read the result. Members whose credentials work turn Ready with
 //! their zones and region; a member that is not there is Offline; one whose Secret appears
 //! late turns Ready once it does (the original never retried); a member that stops turns
-//! Offline while the others stay Ready.
+//! Offline while the others stay Ready. A cluster joined again is probed at once.
 
 mod support;
 
@@ -93,4 +93,20 @@ fn members_turn_ready_offline_and_ready_again() {
         ],
     );
     assert_eq!(reason, "ClusterNotReachable");
+}
+
+/// A cluster unjoined and joined again under the same name is probed at once, not at the
+/// next monitor period (an hour here).
+#[test]
+fn a_cluster_joined_again_is_probed_at_once() {
+    let env = Env::start();
+    env.credentials("gondor-credentials", "gondor");
+    let gondor = env.fleet.get("gondor").unwrap().server();
+    env.cluster("gondor", &gondor, "gondor-credentials");
+    let _manager = support::manager(&env, &["--cluster-monitor-period=1h", "--port=0"]);
+    env.until_status(&[("gondor", "Ready")]);
+    let (ok, out) = env.kubectl("federation", &["delete", "cluster", "gondor"]);
+    assert!(ok, "{out}");
+    env.cluster("gondor", &gondor, "gondor-credentials");
+    env.until_status(&[("gondor", "Ready")]);
 }
