@@ -9,11 +9,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
+use fellowship_apimachinery::validation::{NameRule, name_errors};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
-use kube::api::{DynamicObject, ObjectMeta, PostParams};
+use kube::api::{DeleteParams, DynamicObject, ObjectMeta, PostParams};
 use kube::{Api, Client};
 use rand::Rng as _;
 use serde_json::json;
@@ -46,15 +47,58 @@ pub struct Federation {
 }
 
 /// Creates, tolerating that it exists already.
-async fn create<K>(api: &Api<K>, object: &K) -> anyhow::Result<()>
+/// Creates `object` unless it exists; whether this made it.
+async fn create<K>(api: &Api<K>, object: &K) -> anyhow::Result<bool>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
 {
     match api.create(&PostParams::default(), object).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
         Err(e) => Err(e.into()),
     }
+}
+
+/// An object a join made, removed again if the join fails: a join either completes or
+/// leaves nothing that would stop it from being tried again.
+enum Made {
+    Account(Api<ServiceAccount>, String),
+    Role(Api<ClusterRole>, String),
+    Binding(Api<ClusterRoleBinding>, String),
+    Secret(Api<Secret>, String),
+    Cluster(Api<DynamicObject>, String),
+}
+
+impl Made {
+    fn describe(&self) -> String {
+        match self {
+            Made::Account(_, n) => format!("service account {n}"),
+            Made::Role(_, n) => format!("cluster role {n}"),
+            Made::Binding(_, n) => format!("cluster role binding {n}"),
+            Made::Secret(_, n) => format!("secret {n}"),
+            Made::Cluster(_, n) => format!("cluster {n:?}"),
+        }
+    }
+
+    async fn undo(&self) -> kube::Result<()> {
+        let params = DeleteParams::default();
+        match self {
+            Made::Account(api, n) => api.delete(n, &params).await.map(|_| ()),
+            Made::Role(api, n) => api.delete(n, &params).await.map(|_| ()),
+            Made::Binding(api, n) => api.delete(n, &params).await.map(|_| ()),
+            Made::Secret(api, n) => api.delete(n, &params).await.map(|_| ()),
+            Made::Cluster(api, n) => api.delete(n, &params).await.map(|_| ()),
+        }
+    }
+}
+
+/// Why `name` cannot be what a join names `what`, if it cannot.
+fn check_name(what: &str, name: &str, rule: NameRule) -> anyhow::Result<()> {
+    let errors = name_errors(rule, name);
+    if errors.is_empty() {
+        return Ok(());
+    }
+    bail!("{what} {name:?} is not a valid name: {}", errors.join("; "))
 }
 
 fn annotated(
@@ -169,6 +213,13 @@ pub async fn join(
     let account = format!("{}-{host_context}", o.cluster);
 
     // Preflight, before anything is created.
+    check_name("cluster", &o.cluster, NameRule::Dns1035Label)?;
+    if o.credentials_kubeconfig.is_none() {
+        check_name("service account", &account, NameRule::Dns1123Subdomain)?;
+    }
+    if let Some(name) = &o.secret_name {
+        check_name("secret", name, NameRule::Dns1123Subdomain)?;
+    }
     let accounts: Api<ServiceAccount> = Api::namespaced(joining.clone(), n);
     if o.credentials_kubeconfig.is_none() && accounts.get_opt(&account).await?.is_some() {
         bail!("service account already exists in joining cluster: {n}/{account}");
@@ -189,6 +240,8 @@ pub async fn join(
         (CLUSTER_NAME.to_string(), o.cluster.clone()),
     ]);
 
+    let mut made: Vec<Made> = Vec::new();
+    let joined: anyhow::Result<()> = async {
     writeln!(out, "Creating namespace {n:?} in {cluster_context}")?;
     let namespaces: Api<Namespace> = Api::all(joining.clone());
     create(
@@ -237,16 +290,19 @@ pub async fn join(
                 out,
                 "Creating service account {n}/{account} and cluster role {role} in {cluster_context}"
             )?;
-            create(
+            if create(
                 &accounts,
                 &ServiceAccount {
                     metadata: annotated(&account, Some(n), &annotations),
                     ..Default::default()
                 },
             )
-            .await?;
+            .await?
+            {
+                made.push(Made::Account(accounts.clone(), account.clone()));
+            }
             let roles: Api<ClusterRole> = Api::all(joining.clone());
-            create(
+            if create(
                 &roles,
                 &ClusterRole {
                     metadata: annotated(&role, None, &annotations),
@@ -254,7 +310,10 @@ pub async fn join(
                     ..Default::default()
                 },
             )
-            .await?;
+            .await?
+            {
+                made.push(Made::Role(roles, role.clone()));
+            }
             let bindings: Api<ClusterRoleBinding> = Api::all(joining.clone());
             let binding = ClusterRoleBinding {
                 metadata: annotated(&role, None, &annotations),
@@ -270,7 +329,9 @@ pub async fn join(
                     ..Default::default()
                 }]),
             };
-            create(&bindings, &binding).await?;
+            if create(&bindings, &binding).await? {
+                made.push(Made::Binding(bindings, role.clone()));
+            }
             cluster_annotations.insert(SERVICE_ACCOUNT_NAME.to_string(), account.clone());
             cluster_annotations.insert(CLUSTER_ROLE_NAME.to_string(), role);
             writeln!(out, "Waiting for the service account's token")?;
@@ -293,6 +354,7 @@ pub async fn join(
         )
         .await
         .with_context(|| format!("creating secret {n}/{secret_name} in {host_context}"))?;
+    made.push(Made::Secret(host_secrets, secret_name.clone()));
 
     let object: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "federation/v1beta1", "kind": "Cluster",
@@ -306,6 +368,7 @@ pub async fn join(
         .create(&PostParams::default(), &object)
         .await
         .with_context(|| format!("creating cluster {:?} in the federation", o.cluster))?;
+    made.push(Made::Cluster(clusters.clone(), o.cluster.clone()));
 
     if let Some(entry) = &fed.federations {
         writeln!(
@@ -313,6 +376,18 @@ pub async fn join(
             "Adding {entry} to kube-system/kube-dns in {cluster_context}"
         )?;
         kube_dns(&joining, &annotations, entry, fed.stub_domains.as_deref()).await?;
+    }
+    Ok(())
+    }
+    .await;
+    if let Err(e) = joined {
+        for m in made.iter().rev() {
+            match m.undo().await {
+                Ok(()) => writeln!(out, "Removed {} again", m.describe())?,
+                Err(u) => writeln!(out, "Could not remove {}: {u}", m.describe())?,
+            }
+        }
+        return Err(e);
     }
     writeln!(out, "cluster {:?} created", o.cluster)?;
     Ok(())

@@ -1,7 +1,7 @@
 //! `kubefed join` and `unjoin` against local clusters and a federation API server: the
 //! objects of spec §3 created and removed, checked one by one with kubectl; both credential
-//! paths; clear one-line errors for a missing context, an existing service account and an
-//! unreachable cluster.
+//! paths; clear one-line errors for a missing context, an existing service account, an
+//! unreachable cluster and an invalid name; a join that fails midway leaves nothing behind.
 
 use std::process::Command;
 
@@ -195,6 +195,45 @@ fn join_and_unjoin_create_and_remove_exactly_their_objects() {
     );
     let (_, clusters) = env.kubectl("federation", &["get", "clusters", "-o", "name"]);
     assert_eq!(clusters.trim(), "cluster.federation/gondor");
+
+    let (ok, _, err) = kubefed(&env, &["join", "my.cluster", "--cluster-context=rohan"]);
+    assert!(
+        !ok && err.contains(r#"cluster "my.cluster" is not a valid name"#),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    // A join that fails midway (its Secret's name is taken in the host) removes what it
+    // made: nothing stops it from being tried again.
+    let taken = format!("--secret-name={secret}");
+    let (ok, out, err) = kubefed(&env, &["join", "rohan", &taken]);
+    assert!(!ok && err.contains("creating secret"), "{out}{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        out.contains("Removed service account rohan-rivendell again"),
+        "{out}"
+    );
+    for args in [
+        vec![
+            "-n",
+            "federation-system",
+            "get",
+            "serviceaccount",
+            "rohan-rivendell",
+        ],
+        vec![
+            "get",
+            "clusterrole",
+            "federation-controller-manager:fellowship-rohan-rivendell",
+        ],
+        vec![
+            "get",
+            "clusterrolebinding",
+            "federation-controller-manager:fellowship-rohan-rivendell",
+        ],
+    ] {
+        let (exists, _) = env.kubectl("rohan", &args);
+        assert!(!exists, "the failed join left {args:?}");
+    }
 
     // The kubeconfig credential path: no RBAC objects, the flattened context instead.
     let config = env.config.display().to_string();
