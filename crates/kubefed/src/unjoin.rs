@@ -61,11 +61,6 @@ pub async fn unjoin(
         )?;
         return Ok(());
     };
-    clusters
-        .delete(&o.cluster, &DeleteParams::default())
-        .await
-        .with_context(|| format!("deleting cluster {:?}", o.cluster))?;
-    writeln!(out, "Deleted cluster {:?} from the federation", o.cluster)?;
     let cluster = serde_json::to_value(&cluster)?;
     let annotation = |key: &str| {
         cluster
@@ -101,6 +96,13 @@ pub async fn unjoin(
             Err(_) => Err(e),
         },
     };
+    // Everything it needs is at hand: from here on, a step that fails is reported and the
+    // others still run, and it says what it leaves.
+    clusters
+        .delete(&o.cluster, &DeleteParams::default())
+        .await
+        .with_context(|| format!("deleting cluster {:?}", o.cluster))?;
+    writeln!(out, "Deleted cluster {:?} from the federation", o.cluster)?;
     if let Some(s) = &secret {
         let name = s.metadata.name.clone().unwrap_or_default();
         remove(
@@ -123,7 +125,11 @@ pub async fn unjoin(
     };
     // kube-dns: this federation's entry and the stub domains go.
     let maps: Api<ConfigMap> = Api::namespaced(member.clone(), "kube-system");
-    if let Some(mut map) = maps.get_opt("kube-dns").await? {
+    let kube_dns = maps.get_opt("kube-dns").await.unwrap_or_else(|e| {
+        let _ = writeln!(out, "warning: could not read kube-system/kube-dns: {e}");
+        None
+    });
+    if let Some(mut map) = kube_dns {
         let data = map.data.get_or_insert_with(Default::default);
         if let (Some(list), Some(fed)) = (data.get("federations").cloned(), &federation_name) {
             let kept: Vec<&str> = list
@@ -139,15 +145,32 @@ pub async fn unjoin(
         }
     }
     // Before the RBAC objects go: the member's client may be the federation's own account.
-    let propagated = propagated(&member).await?;
-    let left = if o.remove_propagated {
-        remove_propagated(&member, propagated, out).await?;
-        format!("namespace {n}")
-    } else {
-        format!(
+    let left = match propagated(&member).await {
+        Ok(copies) if o.remove_propagated => {
+            let handled = remove_propagated(&member, copies, out).await?;
+            // A controller manager that had not yet seen the Cluster go may have put some
+            // back.
+            match propagated(&member).await.map(|now| {
+                now.into_iter()
+                    .filter(|c| !handled.contains(&c.uid))
+                    .count()
+            }) {
+                Ok(0) => format!("namespace {n}"),
+                Ok(back) => format!(
+                    "namespace {n} and {back} objects the federation propagated, put back while they were removed"
+                ),
+                Err(e) => {
+                    format!("namespace {n}, and perhaps objects the federation propagated ({e:#})")
+                }
+            }
+        }
+        Ok(copies) => format!(
             "namespace {n} and {} objects the federation propagated (--remove-propagated removes them)",
-            propagated.len()
-        )
+            copies.len()
+        ),
+        Err(e) => format!(
+            "namespace {n} and the objects the federation propagated, which could not be listed ({e:#})"
+        ),
     };
     if let Some(account) = annotation(SERVICE_ACCOUNT_NAME) {
         let accounts: Api<ServiceAccount> = Api::namespaced(member.clone(), n);
@@ -188,10 +211,14 @@ struct Copy {
 async fn propagated(member: &Client) -> anyhow::Result<Vec<Copy>> {
     let mut out = Vec::new();
     for (ar, namespaced) in fellowship_controllers::sync::types() {
-        let list = Api::<DynamicObject>::all_with(member.clone(), &ar)
+        let list = match Api::<DynamicObject>::all_with(member.clone(), &ar)
             .list(&ListParams::default())
             .await
-            .with_context(|| format!("listing {} in the cluster", ar.plural))?;
+        {
+            // A type this cluster does not serve holds nothing of the federation's.
+            Err(kube::Error::Api(e)) if e.code == 404 => continue,
+            r => r.with_context(|| format!("listing {} in the cluster", ar.plural))?,
+        };
         for o in list.items {
             if is_managed(&o.metadata) {
                 out.push(Copy {
@@ -209,12 +236,13 @@ async fn propagated(member: &Client) -> anyhow::Result<Vec<Copy>> {
 
 /// Deletes the propagated objects, namespaced ones first; a namespace the federation made
 /// goes only when nothing else of the federated types is left in it. A controller manager
-/// that had not yet seen the Cluster go may put a copy back: a few passes settle it.
+/// that had not yet seen the Cluster go may put a copy back: a few passes settle it. The
+/// uids of the copies it deleted or kept.
 async fn remove_propagated(
     member: &Client,
     mut copies: Vec<Copy>,
     out: &mut impl Write,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<BTreeSet<String>> {
     let mut removed: BTreeMap<String, usize> = BTreeMap::new();
     // By uid: a copy put back is a new object; one still terminating is done with.
     let mut done: BTreeSet<String> = BTreeSet::new();
@@ -222,14 +250,18 @@ async fn remove_propagated(
     for pass in 0..3 {
         copies.sort_by_key(|c| !c.namespaced);
         for c in &copies {
-            if !c.namespaced && holds_foreign(member, &c.name).await? {
-                kept.insert(c.uid.clone());
-                writeln!(
-                    out,
-                    "Kept namespace {}: it holds objects the federation did not create",
-                    c.name
-                )?;
-                continue;
+            if !c.namespaced {
+                // A namespace that cannot be looked into is kept.
+                let why = match holds_foreign(member, &c.name).await {
+                    Ok(false) => None,
+                    Ok(true) => Some("it holds objects the federation did not create".to_string()),
+                    Err(e) => Some(format!("could not look into it ({e:#})")),
+                };
+                if let Some(why) = why {
+                    kept.insert(c.uid.clone());
+                    writeln!(out, "Kept namespace {}: {why}", c.name)?;
+                    continue;
+                }
             }
             let api = if c.namespaced {
                 Api::<DynamicObject>::namespaced_with(member.clone(), &c.namespace, &c.ar)
@@ -251,8 +283,10 @@ async fn remove_propagated(
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-        copies = propagated(member)
-            .await?
+        let Ok(now) = propagated(member).await else {
+            break;
+        };
+        copies = now
             .into_iter()
             .filter(|c| !done.contains(&c.uid) && !kept.contains(&c.uid))
             .collect();
@@ -270,7 +304,8 @@ async fn remove_propagated(
             summary.join(", ")
         }
     )?;
-    Ok(())
+    done.extend(kept);
+    Ok(done)
 }
 
 /// What a cluster makes for itself in every namespace: the root CA ConfigMap, service
@@ -290,9 +325,13 @@ async fn holds_foreign(member: &Client, namespace: &str) -> anyhow::Result<bool>
         if !namespaced {
             continue;
         }
-        let list = Api::<DynamicObject>::namespaced_with(member.clone(), namespace, &ar)
+        let list = match Api::<DynamicObject>::namespaced_with(member.clone(), namespace, &ar)
             .list(&ListParams::default())
-            .await?;
+            .await
+        {
+            Err(kube::Error::Api(e)) if e.code == 404 => continue,
+            r => r?,
+        };
         let foreign = list
             .items
             .iter()

@@ -195,6 +195,19 @@ fn join_and_unjoin_create_and_remove_exactly_their_objects() {
     );
     let (_, clusters) = env.kubectl("federation", &["get", "clusters", "-o", "name"]);
     assert_eq!(clusters.trim(), "cluster.federation/gondor");
+    // An unjoin that cannot reach the host cluster fails before it changes anything.
+    let out = Command::new(env!("CARGO_BIN_EXE_kubefed"))
+        .args(["unjoin", "gondor", "--host-cluster-context=mordor"])
+        .arg("--context=federation")
+        .arg(format!("--kubeconfig={}", env.config.display()))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.trim().lines().count() == 1,
+        "{err}"
+    );
+    gondor_cluster(&env, "jsonpath={.metadata.name}");
 
     let (ok, _, err) = kubefed(&env, &["join", "my.cluster", "--cluster-context=rohan"]);
     assert!(
