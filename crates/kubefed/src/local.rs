@@ -22,6 +22,12 @@ use crate::join::{JoinOptions, join};
 
 pub const FEDERATION: &str = "fellowship";
 const MEMBERS: [&str; 3] = ["rivendell", "gondor", "rohan"];
+/// The programs a local federation runs (beside this one's own binary).
+const BINARIES: [&str; 3] = [
+    "local-clusters",
+    "federation-apiserver",
+    "federation-controller-manager",
+];
 const NAMESPACE: &str = "federation-system";
 
 pub struct LocalOptions {
@@ -68,11 +74,7 @@ fn wait_for(what: &str, log: &Path, mut ready: impl FnMut() -> bool) -> anyhow::
     let deadline = Instant::now() + Duration::from_secs(30);
     while !ready() {
         if Instant::now() > deadline {
-            let tail = std::fs::read_to_string(log).unwrap_or_default();
-            bail!(
-                "{what} did not start within 30 s; its log ({}):\n{tail}",
-                log.display()
-            );
+            bail!("{what} did not start within 30 s; see {}", log.display());
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -87,6 +89,18 @@ pub async fn up(o: &LocalOptions, out: &mut impl Write) -> anyhow::Result<()> {
             o.dir.display()
         );
     }
+    let started = start(o, out).await;
+    if started.is_err()
+        && let Ok(list) = std::fs::read_to_string(&pids)
+    {
+        // Nothing half-started is left running; the logs stay for a look.
+        stop(o, &list)?;
+    }
+    started
+}
+
+async fn start(o: &LocalOptions, out: &mut impl Write) -> anyhow::Result<()> {
+    let pids = o.dir.join("pids");
     std::fs::create_dir_all(&o.dir).with_context(|| format!("{}", o.dir.display()))?;
     let kubeconfig = o.kubeconfig.display().to_string();
     let mut started = Vec::new();
@@ -238,6 +252,53 @@ fn federation_context(kubeconfig: &Path, port: u16, ca: &str, token: &str) -> an
     )
 }
 
+/// Stops the processes in `pids` that are still this federation's (a pid reused by
+/// another program since is left alone): asked to end, then killed after 10 s. Removes the
+/// contexts and the list of processes.
+fn stop(o: &LocalOptions, pids: &str) -> anyhow::Result<()> {
+    let ours = |pid: i32| {
+        std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| {
+            let name = exe
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .to_string();
+            BINARIES.iter().any(|b| name.starts_with(b))
+        })
+    };
+    // The controller manager first, the member clusters last.
+    for pid in pids
+        .lines()
+        .rev()
+        .filter_map(|l| l.trim().parse::<i32>().ok())
+    {
+        if !ours(pid) {
+            continue;
+        }
+        for signal in ["-TERM", "-KILL"] {
+            let _ = Command::new("kill")
+                .arg(signal)
+                .arg(pid.to_string())
+                .status();
+            let gone = || !Path::new(&format!("/proc/{pid}")).exists();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !gone() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if gone() {
+                break;
+            }
+        }
+    }
+    let contexts: Vec<String> = std::iter::once("federation")
+        .chain(MEMBERS)
+        .map(String::from)
+        .collect();
+    fellowship_localcluster::kubeconfig::remove(&o.kubeconfig, &contexts)?;
+    let _ = std::fs::remove_file(o.dir.join("pids"));
+    Ok(())
+}
+
 pub fn down(o: &LocalOptions, out: &mut impl Write) -> anyhow::Result<()> {
     let pids = o.dir.join("pids");
     let Ok(list) = std::fs::read_to_string(&pids) else {
@@ -246,22 +307,7 @@ pub fn down(o: &LocalOptions, out: &mut impl Write) -> anyhow::Result<()> {
             o.dir.display()
         );
     };
-    // The controller manager first, the member clusters last (they remove their contexts).
-    for pid in list
-        .lines()
-        .rev()
-        .filter_map(|l| l.trim().parse::<i32>().ok())
-    {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(pid.to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-    fellowship_localcluster::kubeconfig::remove(&o.kubeconfig, &["federation".to_string()])?;
+    stop(o, &list)?;
     std::fs::remove_dir_all(&o.dir).with_context(|| format!("removing {}", o.dir.display()))?;
     writeln!(out, "Stopped the local federation and removed its contexts")?;
     Ok(())
