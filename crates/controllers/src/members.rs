@@ -64,9 +64,13 @@ fn kubeconfig(cluster: Value, user: Value) -> anyhow::Result<Kubeconfig> {
     Ok(Kubeconfig::from_yaml(&serde_json::to_string(&document)?)?)
 }
 
-/// A client for the member a Cluster describes, with the credentials of `secret`.
+/// A client for the member a Cluster describes, with the credentials of `secret`, for
+/// short requests (health probes, `kubefed unjoin`): a member that stops answering
+/// mid-request fails it after [`MEMBER_TIMEOUT`] instead of holding it.
 pub async fn client(cluster: &Value, secret: Option<&Secret>) -> anyhow::Result<Client> {
-    Ok(Client::try_from(config(cluster, secret).await?)?)
+    let mut config = config(cluster, secret).await?;
+    config.read_timeout = Some(MEMBER_TIMEOUT);
+    Ok(Client::try_from(config)?)
 }
 
 /// A client for the member a Cluster describes, and a [`Writer`] of copies to it.
