@@ -395,6 +395,9 @@ pub struct SyncController {
     members: Mutex<HashMap<String, Arc<Member>>>,
     /// Clusters whose member is being started.
     starting: Mutex<BTreeSet<String>>,
+    /// The Ready clusters and their labels, as last seen: a member whose cluster left or
+    /// changed while it was starting is not kept.
+    ready: Mutex<BTreeMap<String, BTreeMap<String, String>>>,
     /// The last state known of each object in each cluster (seeded from the object's
     /// annotation, so a restart rewrites nothing that did not change).
     states: Mutex<HashMap<Key, States>>,
@@ -477,6 +480,7 @@ impl SyncController {
             federated: Mutex::new(Vec::new()),
             members: Mutex::new(HashMap::new()),
             starting: Mutex::new(BTreeSet::new()),
+            ready: Mutex::new(BTreeMap::new()),
             states: Mutex::new(HashMap::new()),
             fingerprints: Mutex::new(HashMap::new()),
             unpublished: Mutex::new(BTreeMap::new()),
@@ -581,6 +585,14 @@ impl SyncController {
                 ready.insert(c.metadata.name.clone().unwrap_or_default(), v);
             }
         }
+        let labels_of: BTreeMap<String, BTreeMap<String, String>> = ready
+            .iter()
+            .map(|(name, c)| {
+                let labels = serde_json::from_value(c["metadata"]["labels"].clone());
+                (name.clone(), labels.unwrap_or_default())
+            })
+            .collect();
+        *self.ready.lock().expect("not poisoned") = labels_of.clone();
         let known: BTreeSet<String> = self
             .members
             .lock()
@@ -593,8 +605,7 @@ impl SyncController {
             self.members.lock().expect("not poisoned").remove(gone);
         }
         for (name, cluster) in ready {
-            let labels: BTreeMap<String, String> =
-                serde_json::from_value(cluster["metadata"]["labels"].clone()).unwrap_or_default();
+            let labels = labels_of[&name].clone();
             let existing = self
                 .members
                 .lock()
@@ -682,11 +693,20 @@ impl SyncController {
             .expect("not poisoned")
             .push(AbortOnDrop(worker));
         // A member in the map is told of every change from now on; everything federated is
-        // looked at for it after that, so no change made meanwhile is missed.
-        self.members
-            .lock()
-            .expect("not poisoned")
-            .insert(name.to_string(), member);
+        // looked at for it after that, so no change made meanwhile is missed. Its cluster
+        // must still be Ready as it was (unjoined meanwhile, it would be written to until
+        // the next look at the clusters).
+        {
+            let ready = self.ready.lock().expect("not poisoned");
+            if ready.get(name) != Some(&member.labels) {
+                tracing::info!(cluster = %name, "the cluster changed while its member started; not kept");
+                return Ok(());
+            }
+            self.members
+                .lock()
+                .expect("not poisoned")
+                .insert(name.to_string(), member);
+        }
         for i in 0..self.types.len() {
             for o in self.federated_store(i).state() {
                 let _ = tx.send(key_of(i, &o.metadata));
