@@ -9,7 +9,7 @@ use axum::body::Body;
 use axum::http::{HeaderValue, Request, StatusCode, header};
 use axum::response::Response;
 use fellowship_apimachinery::ApiError;
-use fellowship_apimachinery::profiling::{self, ProfileError, Requester};
+use fellowship_apimachinery::profiling::{self, ProfileError};
 use fellowship_storage::Store;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::json;
@@ -28,22 +28,14 @@ use crate::schemas::Schemas;
 
 /// A CPU profile of the whole process, pprof-encoded, for `?seconds=N` (30 by default).
 async fn cpu_profile(query: &Query) -> Result<Reply, ApiError> {
-    let seconds = query.get("seconds").cloned();
-    let requester = Requester::new();
-    let gone = requester.gone();
-    let taken = tokio::task::spawn_blocking(move || profiling::cpu(seconds.as_deref(), &gone))
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    match taken {
+    match profiling::cpu(query.get("seconds").map(String::as_str)).await {
         Ok(body) => Ok(Reply::Binary {
             content_type: "application/octet-stream",
             body: body.into(),
         }),
         Err(e @ ProfileError::Seconds) => Err(ApiError::bad_request(e.to_string())),
         Err(e @ ProfileError::Busy) => Err(ApiError::too_many_requests(e.to_string(), 10)),
-        Err(e @ (ProfileError::Failed(_) | ProfileError::Abandoned)) => {
-            Err(ApiError::internal(e.to_string()))
-        }
+        Err(e @ ProfileError::Failed(_)) => Err(ApiError::internal(e.to_string())),
     }
 }
 

@@ -11,7 +11,7 @@ use axum::extract::Query;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use fellowship_apimachinery::profiling::{self, ProfileError, Requester};
+use fellowship_apimachinery::profiling::{self, ProfileError};
 
 use crate::metrics::Metrics;
 
@@ -30,14 +30,8 @@ pub fn router(metrics: Arc<Metrics>, profiling: bool) -> Router {
 const PROFILES: &str = "profile: CPU profile, pprof format (?seconds=N, default 30)\n";
 
 async fn cpu_profile(Query(query): Query<HashMap<String, String>>) -> Response {
-    let requester = Requester::new();
-    let gone = requester.gone();
-    let taken = tokio::task::spawn_blocking(move || {
-        profiling::cpu(query.get("seconds").map(String::as_str), &gone)
-    })
-    .await;
-    match taken {
-        Ok(Ok(bytes)) => (
+    match profiling::cpu(query.get("seconds").map(String::as_str)).await {
+        Ok(bytes) => (
             [
                 (header::CONTENT_TYPE, "application/octet-stream"),
                 (
@@ -48,16 +42,13 @@ async fn cpu_profile(Query(query): Query<HashMap<String, String>>) -> Response {
             bytes,
         )
             .into_response(),
-        Ok(Err(e)) => {
+        Err(e) => {
             let code = match e {
                 ProfileError::Seconds => StatusCode::BAD_REQUEST,
                 ProfileError::Busy => StatusCode::TOO_MANY_REQUESTS,
-                ProfileError::Failed(_) | ProfileError::Abandoned => {
-                    StatusCode::INTERNAL_SERVER_ERROR
-                }
+                ProfileError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
             };
             (code, format!("{e}\n")).into_response()
         }
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
     }
 }
