@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
@@ -59,37 +60,25 @@ where
     }
 }
 
-/// An object a join made, removed again if the join fails: a join either completes or
-/// leaves nothing that would stop it from being tried again.
-enum Made {
-    Account(Api<ServiceAccount>, String),
-    Role(Api<ClusterRole>, String),
-    Binding(Api<ClusterRoleBinding>, String),
-    Secret(Api<Secret>, String),
-    Cluster(Api<DynamicObject>, String),
-}
+/// What a join made, and the delete that removes it again should the join fail (run only
+/// then): a join either completes or leaves nothing that would stop it from being tried
+/// again.
+type Undo = (
+    String,
+    Pin<Box<dyn Future<Output = kube::Result<()>> + Send>>,
+);
 
-impl Made {
-    fn describe(&self) -> String {
-        match self {
-            Made::Account(_, n) => format!("service account {n}"),
-            Made::Role(_, n) => format!("cluster role {n}"),
-            Made::Binding(_, n) => format!("cluster role binding {n}"),
-            Made::Secret(_, n) => format!("secret {n}"),
-            Made::Cluster(_, n) => format!("cluster {n:?}"),
-        }
-    }
-
-    async fn undo(&self) -> kube::Result<()> {
-        let params = DeleteParams::default();
-        match self {
-            Made::Account(api, n) => api.delete(n, &params).await.map(|_| ()),
-            Made::Role(api, n) => api.delete(n, &params).await.map(|_| ()),
-            Made::Binding(api, n) => api.delete(n, &params).await.map(|_| ()),
-            Made::Secret(api, n) => api.delete(n, &params).await.map(|_| ()),
-            Made::Cluster(api, n) => api.delete(n, &params).await.map(|_| ()),
-        }
-    }
+fn undo<K>(what: String, api: &Api<K>, name: &str) -> Undo
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    let (api, name) = (api.clone(), name.to_string());
+    let delete = async move {
+        api.delete(&name, &DeleteParams::default())
+            .await
+            .map(|_| ())
+    };
+    (what, Box::pin(delete))
 }
 
 /// Why `name` cannot be what a join names `what`, if it cannot.
@@ -240,151 +229,151 @@ pub async fn join(
         (CLUSTER_NAME.to_string(), o.cluster.clone()),
     ]);
 
-    let mut made: Vec<Made> = Vec::new();
+    let mut made: Vec<Undo> = Vec::new();
     let joined: anyhow::Result<()> = async {
-    writeln!(out, "Creating namespace {n:?} in {cluster_context}")?;
-    let namespaces: Api<Namespace> = Api::all(joining.clone());
-    create(
-        &namespaces,
-        &Namespace {
-            metadata: annotated(n, None, &annotations),
-            ..Default::default()
-        },
-    )
-    .await?;
-    let host_namespaces: Api<Namespace> = Api::all(host.clone());
-    create(
-        &host_namespaces,
-        &Namespace {
-            metadata: annotated(n, None, &BTreeMap::new()),
-            ..Default::default()
-        },
-    )
-    .await?;
-
-    let secret_name = o
-        .secret_name
-        .clone()
-        .unwrap_or_else(|| format!("{}-{}", o.cluster, secret_suffix()));
-    let mut cluster_annotations = BTreeMap::new();
-    let data = match &o.credentials_kubeconfig {
-        Some(path) => {
-            writeln!(
-                out,
-                "Storing the credentials of context {cluster_context} from {}",
-                path.display()
-            )?;
-            let credentials = Contexts::load(Some(path))?;
-            let kubeconfig = credentials.flattened(&cluster_context)?;
-            BTreeMap::from([(
-                "kubeconfig".to_string(),
-                ByteString(kubeconfig.into_bytes()),
-            )])
-        }
-        None => {
-            let role = format!(
-                "federation-controller-manager:{}-{}-{host_context}",
-                fed.name, o.cluster
-            );
-            writeln!(
-                out,
-                "Creating service account {n}/{account} and cluster role {role} in {cluster_context}"
-            )?;
-            if create(
-                &accounts,
-                &ServiceAccount {
-                    metadata: annotated(&account, Some(n), &annotations),
-                    ..Default::default()
-                },
-            )
-            .await?
-            {
-                made.push(Made::Account(accounts.clone(), account.clone()));
-            }
-            let roles: Api<ClusterRole> = Api::all(joining.clone());
-            if create(
-                &roles,
-                &ClusterRole {
-                    metadata: annotated(&role, None, &annotations),
-                    rules: Some(rules()),
-                    ..Default::default()
-                },
-            )
-            .await?
-            {
-                made.push(Made::Role(roles, role.clone()));
-            }
-            let bindings: Api<ClusterRoleBinding> = Api::all(joining.clone());
-            let binding = ClusterRoleBinding {
-                metadata: annotated(&role, None, &annotations),
-                role_ref: RoleRef {
-                    api_group: "rbac.authorization.k8s.io".into(),
-                    kind: "ClusterRole".into(),
-                    name: role.clone(),
-                },
-                subjects: Some(vec![Subject {
-                    kind: "ServiceAccount".into(),
-                    name: account.clone(),
-                    namespace: Some(n.into()),
-                    ..Default::default()
-                }]),
-            };
-            if create(&bindings, &binding).await? {
-                made.push(Made::Binding(bindings, role.clone()));
-            }
-            cluster_annotations.insert(SERVICE_ACCOUNT_NAME.to_string(), account.clone());
-            cluster_annotations.insert(CLUSTER_ROLE_NAME.to_string(), role);
-            writeln!(out, "Waiting for the service account's token")?;
-            token(&joining, n, &account).await?
-        }
-    };
-    writeln!(
-        out,
-        "Storing the credentials in {host_context} as secret {n}/{secret_name}"
-    )?;
-    let host_secrets: Api<Secret> = Api::namespaced(host.clone(), n);
-    host_secrets
-        .create(
-            &PostParams::default(),
-            &Secret {
-                metadata: annotated(&secret_name, Some(n), &annotations),
-                data: Some(data),
+        writeln!(out, "Creating namespace {n:?} in {cluster_context}")?;
+        let namespaces: Api<Namespace> = Api::all(joining.clone());
+        create(
+            &namespaces,
+            &Namespace {
+                metadata: annotated(n, None, &annotations),
                 ..Default::default()
             },
         )
-        .await
-        .with_context(|| format!("creating secret {n}/{secret_name} in {host_context}"))?;
-    made.push(Made::Secret(host_secrets, secret_name.clone()));
+        .await?;
+        let host_namespaces: Api<Namespace> = Api::all(host.clone());
+        create(
+            &host_namespaces,
+            &Namespace {
+                metadata: annotated(n, None, &BTreeMap::new()),
+                ..Default::default()
+            },
+        )
+        .await?;
 
-    let object: DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "federation/v1beta1", "kind": "Cluster",
-        "metadata": {"name": o.cluster, "annotations": cluster_annotations},
-        "spec": {
-            "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": server}],
-            "secretRef": {"name": secret_name},
-        },
-    }))?;
-    clusters
-        .create(&PostParams::default(), &object)
-        .await
-        .with_context(|| format!("creating cluster {:?} in the federation", o.cluster))?;
-    made.push(Made::Cluster(clusters.clone(), o.cluster.clone()));
-
-    if let Some(entry) = &fed.federations {
+        let secret_name = o
+            .secret_name
+            .clone()
+            .unwrap_or_else(|| format!("{}-{}", o.cluster, secret_suffix()));
+        let mut cluster_annotations = BTreeMap::new();
+        let data = match &o.credentials_kubeconfig {
+            Some(path) => {
+                writeln!(
+                    out,
+                    "Storing the credentials of context {cluster_context} from {}",
+                    path.display()
+                )?;
+                let credentials = Contexts::load(Some(path))?;
+                let kubeconfig = credentials.flattened(&cluster_context)?;
+                BTreeMap::from([(
+                    "kubeconfig".to_string(),
+                    ByteString(kubeconfig.into_bytes()),
+                )])
+            }
+            None => {
+                let role = format!(
+                    "federation-controller-manager:{}-{}-{host_context}",
+                    fed.name, o.cluster
+                );
+                writeln!(
+                    out,
+                    "Creating service account {n}/{account} and cluster role {role} in {cluster_context}"
+                )?;
+                if create(
+                    &accounts,
+                    &ServiceAccount {
+                        metadata: annotated(&account, Some(n), &annotations),
+                        ..Default::default()
+                    },
+                )
+                .await?
+                {
+                    made.push(undo(format!("service account {account}"), &accounts, &account));
+                }
+                let roles: Api<ClusterRole> = Api::all(joining.clone());
+                if create(
+                    &roles,
+                    &ClusterRole {
+                        metadata: annotated(&role, None, &annotations),
+                        rules: Some(rules()),
+                        ..Default::default()
+                    },
+                )
+                .await?
+                {
+                    made.push(undo(format!("cluster role {role}"), &roles, &role));
+                }
+                let bindings: Api<ClusterRoleBinding> = Api::all(joining.clone());
+                let binding = ClusterRoleBinding {
+                    metadata: annotated(&role, None, &annotations),
+                    role_ref: RoleRef {
+                        api_group: "rbac.authorization.k8s.io".into(),
+                        kind: "ClusterRole".into(),
+                        name: role.clone(),
+                    },
+                    subjects: Some(vec![Subject {
+                        kind: "ServiceAccount".into(),
+                        name: account.clone(),
+                        namespace: Some(n.into()),
+                        ..Default::default()
+                    }]),
+                };
+                if create(&bindings, &binding).await? {
+                    made.push(undo(format!("cluster role binding {role}"), &bindings, &role));
+                }
+                cluster_annotations.insert(SERVICE_ACCOUNT_NAME.to_string(), account.clone());
+                cluster_annotations.insert(CLUSTER_ROLE_NAME.to_string(), role);
+                writeln!(out, "Waiting for the service account's token")?;
+                token(&joining, n, &account).await?
+            }
+        };
         writeln!(
             out,
-            "Adding {entry} to kube-system/kube-dns in {cluster_context}"
+            "Storing the credentials in {host_context} as secret {n}/{secret_name}"
         )?;
-        kube_dns(&joining, &annotations, entry, fed.stub_domains.as_deref()).await?;
-    }
-    Ok(())
+        let host_secrets: Api<Secret> = Api::namespaced(host.clone(), n);
+        host_secrets
+            .create(
+                &PostParams::default(),
+                &Secret {
+                    metadata: annotated(&secret_name, Some(n), &annotations),
+                    data: Some(data),
+                    ..Default::default()
+                },
+            )
+            .await
+            .with_context(|| format!("creating secret {n}/{secret_name} in {host_context}"))?;
+        made.push(undo(format!("secret {secret_name}"), &host_secrets, &secret_name));
+
+        let object: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "federation/v1beta1", "kind": "Cluster",
+            "metadata": {"name": o.cluster, "annotations": cluster_annotations},
+            "spec": {
+                "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": server}],
+                "secretRef": {"name": secret_name},
+            },
+        }))?;
+        clusters
+            .create(&PostParams::default(), &object)
+            .await
+            .with_context(|| format!("creating cluster {:?} in the federation", o.cluster))?;
+        made.push(undo(format!("cluster {:?}", o.cluster), &clusters, &o.cluster));
+
+        if let Some(entry) = &fed.federations {
+            writeln!(
+                out,
+                "Adding {entry} to kube-system/kube-dns in {cluster_context}"
+            )?;
+            kube_dns(&joining, &annotations, entry, fed.stub_domains.as_deref()).await?;
+        }
+        Ok(())
     }
     .await;
     if let Err(e) = joined {
-        for m in made.iter().rev() {
-            match m.undo().await {
-                Ok(()) => writeln!(out, "Removed {} again", m.describe())?,
-                Err(u) => writeln!(out, "Could not remove {}: {u}", m.describe())?,
+        for (what, delete) in made.into_iter().rev() {
+            match delete.await {
+                Ok(()) => writeln!(out, "Removed {what} again")?,
+                Err(u) => writeln!(out, "Could not remove {what}: {u}")?,
             }
         }
         return Err(e);
