@@ -40,6 +40,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use fellowship_apimachinery::ResourceKind;
 use fellowship_apiserver::App;
 use fellowship_apiserver::objects::present;
@@ -49,6 +50,8 @@ use fellowship_storage::{Error as StoreError, EventKind, KeyValue, ListOptions};
 use fellowship_testkit::https::{Target, configmap, request, send};
 use fellowship_testkit::{cpu_time, env_number, memory, mib, reset_peak_memory};
 use futures::StreamExt;
+use http_body_util::Full;
+use hyper::Request;
 use support::{Env, FEDERATION_TOKEN, Manager};
 
 const NAMESPACE: &str = "default";
@@ -66,23 +69,26 @@ fn verdict(met: bool) -> &'static str {
     if met { "MET" } else { "MISSED" }
 }
 
-/// Creates `names` as ConfigMaps on one server over `connections` connections, each taking
-/// every `connections`-th name in turn.
-async fn create_all(
+/// Sends, for each of `names`, the requests `requests` makes of it, one after another and
+/// each answered with the status it names, over `connections` connections to one server,
+/// each taking every `connections`-th name in turn.
+async fn write_all(
     target: Arc<Target>,
-    token: String,
     names: Arc<Vec<String>>,
     connections: usize,
+    requests: impl Fn(&str) -> Vec<(Request<Full<Bytes>>, u16)> + Send + Sync + 'static,
 ) {
+    let requests = Arc::new(requests);
     let tasks: Vec<_> = (0..connections)
         .map(|c| {
-            let (target, token, names) = (target.clone(), token.clone(), names.clone());
+            let (target, names, requests) = (target.clone(), names.clone(), requests.clone());
             tokio::spawn(async move {
                 let mut conn = target.connect().await;
                 for name in names.iter().skip(c).step_by(connections) {
-                    let req = request(&token, "POST", CONFIGMAPS, configmap(name));
-                    let status = send(&mut conn, req).await;
-                    assert_eq!(status, 201, "creating {name} on port {}", target.port);
+                    for (req, want) in requests(name) {
+                        let status = send(&mut conn, req).await;
+                        assert_eq!(status, want, "writing {name} on port {}", target.port);
+                    }
                 }
             })
         })
@@ -90,6 +96,19 @@ async fn create_all(
     for t in tasks {
         t.await.expect("a writer panicked");
     }
+}
+
+/// Creates `names` as ConfigMaps on one server over `connections` connections.
+async fn create_all(
+    target: Arc<Target>,
+    token: String,
+    names: Arc<Vec<String>>,
+    connections: usize,
+) {
+    write_all(target, names, connections, move |name| {
+        vec![(request(&token, "POST", CONFIGMAPS, configmap(name)), 201)]
+    })
+    .await;
 }
 
 /// Writes, for each of `names` in `namespace` of the federation, what the contract makes
@@ -109,47 +128,32 @@ async fn federation_writes(
         .collect();
     let state = serde_json::to_string(&state).expect("JSON");
     let base = format!("/api/v1/namespaces/{namespace}");
-    let tasks: Vec<_> = (0..connections)
-        .map(|c| {
-            let (target, token, names) = (target.clone(), token.clone(), names.clone());
-            let (base, state) = (base.clone(), state.clone());
-            tokio::spawn(async move {
-                let mut conn = target.connect().await;
-                let patch = |path: String, body: serde_json::Value| {
-                    let mut req = request(&token, "PATCH", &path, body.to_string().into());
-                    req.headers_mut().insert(
-                        "content-type",
-                        "application/merge-patch+json".parse().expect("a header value"),
-                    );
-                    req
-                };
-                for name in names.iter().skip(c).step_by(connections) {
-                    let object = format!("{base}/configmaps/{name}");
-                    let event = serde_json::json!({
-                        "apiVersion": "v1", "kind": "Event",
-                        "metadata": {"generateName": format!("{name}.")},
-                        "involvedObject": {"apiVersion": "v1", "kind": "ConfigMap", "name": name, "namespace": namespace},
-                        "reason": "Synced", "type": "Normal",
-                        "message": format!("clusters {}: Synced", clusters),
-                        "source": {"component": "federation-controller-manager"},
-                    });
-                    let requests = [
-                        request(&token, "POST", &format!("{base}/configmaps"), configmap(name)),
-                        patch(object.clone(), serde_json::json!({"metadata": {"labels": {"floor": "finalizers"}}})),
-                        patch(object, serde_json::json!({"metadata": {"annotations": {PROPAGATION: state}}})),
-                        request(&token, "POST", &format!("{base}/events"), event.to_string().into()),
-                    ];
-                    for req in requests {
-                        let status = send(&mut conn, req).await;
-                        assert!(status < 300, "{status} writing {name} on port {}", target.port);
-                    }
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.expect("a writer panicked");
-    }
+    write_all(target, names, connections, move |name| {
+        let patch = |path: String, body: serde_json::Value| {
+            let mut req = request(&token, "PATCH", &path, body.to_string().into());
+            req.headers_mut().insert(
+                "content-type",
+                "application/merge-patch+json".parse().expect("a header value"),
+            );
+            (req, 200)
+        };
+        let object = format!("{base}/configmaps/{name}");
+        let event = serde_json::json!({
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"generateName": format!("{name}.")},
+            "involvedObject": {"apiVersion": "v1", "kind": "ConfigMap", "name": name, "namespace": namespace},
+            "reason": "Synced", "type": "Normal",
+            "message": format!("clusters {}: Synced", clusters),
+            "source": {"component": "federation-controller-manager"},
+        });
+        vec![
+            (request(&token, "POST", &format!("{base}/configmaps"), configmap(name)), 201),
+            patch(object.clone(), serde_json::json!({"metadata": {"labels": {"floor": "finalizers"}}})),
+            patch(object, serde_json::json!({"metadata": {"annotations": {PROPAGATION: state}}})),
+            (request(&token, "POST", &format!("{base}/events"), event.to_string().into()), 201),
+        ]
+    })
+    .await;
 }
 
 /// The member copies seen so far: for each name, how many clusters hold it and when the
