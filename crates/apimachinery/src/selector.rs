@@ -232,6 +232,30 @@ impl LabelSelector {
     }
 }
 
+/// The selector in the syntax of `?labelSelector=` (what `metav1.FormatLabelSelector`
+/// writes), so that a workload's selector can select its Pods in a list request.
+impl std::fmt::Display for LabelSelector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, r) in self.requirements.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            let k = &r.key;
+            match &r.op {
+                Op::Exists => write!(f, "{k}")?,
+                Op::NotExists => write!(f, "!{k}")?,
+                Op::Eq(v) => write!(f, "{k}={v}")?,
+                Op::NotEq(v) => write!(f, "{k}!={v}")?,
+                Op::In(vs) => write!(f, "{k} in ({})", vs.join(","))?,
+                Op::NotIn(vs) => write!(f, "{k} notin ({})", vs.join(","))?,
+                Op::Gt(n) => write!(f, "{k}>{n}")?,
+                Op::Lt(n) => write!(f, "{k}<{n}")?,
+            }
+        }
+        Ok(())
+    }
+}
+
 fn value(it: &mut std::iter::Peekable<std::vec::IntoIter<Token>>) -> Result<String, String> {
     match it.peek() {
         // `key=` selects an empty value.
@@ -365,6 +389,9 @@ mod tests {
         assert!(!s.matches(
             labels(serde_json::json!({"app": "web", "tier": "a", "canary": "1"})).as_ref()
         ));
+        // Written back as a query selects the same.
+        assert_eq!(s.to_string(), "app=web,tier in (a,b),!canary");
+        assert_eq!(LabelSelector::parse(&s.to_string()).unwrap(), s);
         let plain = LabelSelector::from_object(&serde_json::json!({"run": "nginx"})).unwrap();
         assert!(plain.matches(labels(serde_json::json!({"run": "nginx", "x": "y"})).as_ref()));
         assert!(!plain.matches(None));

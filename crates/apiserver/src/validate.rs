@@ -1,6 +1,6 @@
 //! Per-type strategy: what the server sets on create and what it validates beyond metadata.
 
-use fellowship_apimachinery::{Cause, ResourceKind};
+use fellowship_apimachinery::{Cause, ResourceKind, meta};
 use serde_json::{Value, json};
 
 /// Type-specific changes on create: the defaults kube-apiserver applies, and state the server
@@ -33,11 +33,60 @@ pub fn prepare_create(kind: &ResourceKind, object: &mut Value) {
                 spec.entry("replicas").or_insert(json!(1));
             }
         }
+        ("batch", "jobs") => job_defaults(object),
         // A new cluster has no known state: the cluster controller writes it (spec §1).
         ("federation", "clusters") => {
             object.as_object_mut().map(|o| o.remove("status"));
         }
         _ => {}
+    }
+}
+
+/// A new Job as kube-apiserver makes it: one Pod at a time until one succeeds unless it
+/// says otherwise, six retries, and, unless it brings its own (`manualSelector`), a
+/// selector of its uid with the labels that go with it on its Pods and on itself. The
+/// federation's job controller hands that selector to every member (spec §4.5).
+fn job_defaults(job: &mut Value) {
+    let uid = meta::meta_str(job, "uid").to_string();
+    let name = meta::name(job).to_string();
+    let Some(spec) = job.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    if !spec.contains_key("parallelism") && !spec.contains_key("completions") {
+        spec.insert("completions".into(), json!(1));
+    }
+    spec.entry("parallelism").or_insert(json!(1));
+    spec.entry("backoffLimit").or_insert(json!(6));
+    spec.entry("completionMode").or_insert(json!("NonIndexed"));
+    spec.entry("suspend").or_insert(json!(false));
+    if spec.get("manualSelector") != Some(&json!(true)) {
+        let mut labels = json!({"batch.kubernetes.io/controller-uid": uid, "controller-uid": uid});
+        if name.len() <= 63 {
+            labels["batch.kubernetes.io/job-name"] = json!(name);
+            labels["job-name"] = json!(name);
+        }
+        spec.insert(
+            "selector".into(),
+            json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}),
+        );
+        let template = spec.entry("template").or_insert(json!({}));
+        let template_labels = &mut template["metadata"]["labels"];
+        if !template_labels.is_object() {
+            *template_labels = json!({});
+        }
+        for (k, v) in labels.as_object().into_iter().flatten() {
+            template_labels[k] = v.clone();
+        }
+    }
+    let template_labels = spec
+        .get("template")
+        .and_then(|t| t.pointer("/metadata/labels"))
+        .cloned();
+    let own = job.pointer("/metadata/labels").and_then(Value::as_object);
+    if own.is_none_or(|l| l.is_empty())
+        && let Some(labels) = template_labels
+    {
+        meta::metadata_mut(job).insert("labels".into(), labels);
     }
 }
 

@@ -44,7 +44,7 @@ use bytes::Bytes;
 use fellowship_apimachinery::ResourceKind;
 use fellowship_apiserver::App;
 use fellowship_apiserver::objects::present;
-use fellowship_controllers::sync::PROPAGATION;
+use fellowship_controllers::annotations::PROPAGATION;
 use fellowship_localcluster::{Fleet, FleetConfig};
 use fellowship_storage::{Error as StoreError, EventKind, KeyValue, ListOptions};
 use fellowship_testkit::https::{Target, configmap, request, send};

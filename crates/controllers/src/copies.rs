@@ -3,7 +3,9 @@
 //! of the federated object it was last found (or written) to hold. The objects themselves
 //! are not kept: a federation of 100,000 objects in 10 clusters would otherwise hold a
 //! million copies in memory. A copy is judged when its watch event arrives, and read again
-//! from its cluster only when the federated object changes.
+//! from its cluster only when the federated object changes. Copies of spread objects also
+//! keep what they report ([`Summary`]: a few counts), and a change of it is sent to the
+//! scheduling stage.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -19,6 +21,8 @@ use serde::Deserialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, watch as signal};
+
+use crate::federatedtypes::{Scheduling, Summary};
 
 /// One object of one type: (type index, namespace, name).
 /// Shared strings: a key goes to every member's queue.
@@ -38,6 +42,8 @@ pub struct Copy {
     pub resource_version: Box<str>,
     /// The fingerprint of the desired copy this one was found or written to hold.
     pub holds: Option<u64>,
+    /// What it reports, for a spread object.
+    pub summary: Option<Arc<Summary>>,
 }
 
 /// An object as read from a member: the metadata this controller reads of every copy, and
@@ -115,23 +121,25 @@ impl Resource for Raw {
     }
 }
 
-/// Whether an object carries Fellowship's marker (`kubefed unjoin` reads it too).
-pub fn is_managed(metadata: &ObjectMeta) -> bool {
-    metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(crate::sync::MANAGED))
-        .is_some_and(|v| v == "true")
+pub use crate::annotations::is_managed;
+
+/// What is made of an object read from a member: which desired copy (by fingerprint) it
+/// holds, if any, and what it reports.
+#[derive(Default)]
+pub struct Judgement {
+    pub holds: Option<u64>,
+    pub summary: Option<Arc<Summary>>,
 }
 
-/// Says which desired copy (by fingerprint) an object read from a member holds, if any.
-pub type Judge = Arc<dyn Fn(&Key, &Raw) -> Option<u64> + Send + Sync>;
+/// Judges an object read from a member.
+pub type Judge = Arc<dyn Fn(&Key, &Raw) -> Judgement + Send + Sync>;
 
 /// What the watch reported of a copy while this controller was writing it.
 enum Seen {
     Applied {
         managed: bool,
         resource_version: String,
+        summary: Option<Arc<Summary>>,
     },
     Deleted,
 }
@@ -153,10 +161,6 @@ impl ByName {
             None => self.0.entry(namespace.to_string()).or_default(),
         };
         names.insert(name.into(), copy);
-    }
-
-    fn get_mut(&mut self, namespace: &str, name: &str) -> Option<&mut Copy> {
-        self.0.get_mut(namespace)?.get_mut(name)
     }
 
     fn remove(&mut self, namespace: &str, name: &str) {
@@ -183,9 +187,25 @@ pub struct Copies {
     /// someone else's change.
     writing: Mutex<HashMap<(String, String), Option<Seen>>>,
     ready: signal::Sender<bool>,
+    /// For a spread type: how its copies are summarized, its index among the types, and
+    /// where the keys of copies whose summary changed go.
+    summarized: Option<(Arc<dyn Scheduling>, usize, mpsc::UnboundedSender<Key>)>,
 }
 
 impl Copies {
+    /// The copies of a spread type, of index `index`: what each reports is kept, and a key
+    /// whose copy reports something new is sent on `changed`.
+    pub fn summarized(
+        scheduling: Arc<dyn Scheduling>,
+        index: usize,
+        changed: mpsc::UnboundedSender<Key>,
+    ) -> Copies {
+        Copies {
+            summarized: Some((scheduling, index, changed)),
+            ..Copies::default()
+        }
+    }
+
     pub fn get(&self, namespace: &str, name: &str) -> Option<Copy> {
         self.copies
             .lock()
@@ -194,23 +214,60 @@ impl Copies {
             .cloned()
     }
 
-    /// Records a copy this controller wrote or judged.
-    pub fn set(&self, namespace: &str, name: &str, copy: Copy) {
-        self.copies
-            .lock()
-            .expect("not poisoned")
-            .insert(namespace, name, copy);
+    /// What `object` reports, for a spread type.
+    fn summary(&self, object: &Value) -> Option<Arc<Summary>> {
+        let (scheduling, _, _) = self.summarized.as_ref()?;
+        Some(Arc::new(scheduling.summarize(object)))
     }
 
-    /// Records that the copy holds the desired copy `print`, as read at `resource_version`;
-    /// not if another version arrived meanwhile (that one is judged on its own).
-    pub fn holds(&self, namespace: &str, name: &str, resource_version: &str, print: u64) {
-        let mut copies = self.copies.lock().expect("not poisoned");
-        if let Some(c) = copies.get_mut(namespace, name)
-            && *c.resource_version == *resource_version
-        {
-            c.holds = Some(print);
+    /// Records `copy` (`None`: gone), telling the scheduling stage if what it reports
+    /// changed, or if `written` (a write of this controller's own changes whether the copy
+    /// is in step).
+    fn put(
+        &self,
+        copies: &mut ByName,
+        namespace: &str,
+        name: &str,
+        copy: Option<Copy>,
+        written: bool,
+    ) {
+        let before = copies.get(namespace, name).and_then(|c| c.summary.clone());
+        let after = copy.as_ref().and_then(|c| c.summary.clone());
+        match copy {
+            Some(c) => copies.insert(namespace, name, c),
+            None => copies.remove(namespace, name),
         }
+        if let Some((_, index, changed)) = &self.summarized
+            && (written || before != after)
+        {
+            let _ = changed.send((*index, namespace.into(), name.into()));
+        }
+    }
+
+    /// Records that the copy, read at `resource_version` as `object`, holds the desired
+    /// copy `print`; not if another version arrived meanwhile (that one is judged on its
+    /// own).
+    pub fn holds(
+        &self,
+        namespace: &str,
+        name: &str,
+        resource_version: &str,
+        print: u64,
+        object: &Value,
+    ) {
+        let mut copies = self.copies.lock().expect("not poisoned");
+        let Some(c) = copies
+            .get(namespace, name)
+            .filter(|c| *c.resource_version == *resource_version)
+        else {
+            return;
+        };
+        let copy = Copy {
+            holds: Some(print),
+            summary: self.summary(object),
+            ..c.clone()
+        };
+        self.put(&mut copies, namespace, name, Some(copy), true);
     }
 
     /// Whether this controller is writing the copy now.
@@ -244,50 +301,44 @@ impl Copies {
             .remove(&id)
             .flatten();
         let mut copies = self.copies.lock().expect("not poisoned");
-        match (written, seen) {
-            (None, None) => false,
-            (None, Some(Seen::Deleted)) => true,
+        let (ns, name) = (&id.0, &id.1);
+        let made = written.is_some();
+        let (copy, again) = match (written, seen) {
+            (None, None) => return false,
+            (None, Some(Seen::Deleted)) => return true,
             (
                 None,
                 Some(Seen::Applied {
                     managed,
                     resource_version,
+                    summary,
                 }),
             ) => {
                 let copy = Copy {
                     managed,
                     resource_version: resource_version.into(),
                     holds: None,
+                    summary,
                 };
-                copies.insert(&id.0, &id.1, copy);
-                true
+                (copy, true)
             }
             (
                 Some(c),
                 Some(Seen::Applied {
                     resource_version, ..
                 }),
-            ) if *resource_version == *c.resource_version => {
-                copies.insert(&id.0, &id.1, c);
-                false
-            }
-            (Some(c), None) => {
-                copies.insert(&id.0, &id.1, c);
-                false
-            }
-            (Some(c), Some(_)) => {
-                copies.insert(&id.0, &id.1, Copy { holds: None, ..c });
-                true
-            }
-        }
+            ) if *resource_version == *c.resource_version => (c, false),
+            (Some(c), None) => (c, false),
+            (Some(c), Some(_)) => (Copy { holds: None, ..c }, true),
+        };
+        self.put(&mut copies, ns, name, Some(copy), made);
+        again
     }
 
     /// Forgets a copy found gone.
     pub fn remove(&self, namespace: &str, name: &str) {
-        self.copies
-            .lock()
-            .expect("not poisoned")
-            .remove(namespace, name);
+        let mut copies = self.copies.lock().expect("not poisoned");
+        self.put(&mut copies, namespace, name, None, false);
     }
 
     /// Waits until the first listing is in.
@@ -333,7 +384,7 @@ impl Copies {
                         .filter(|k| !seen.contains(k))
                         .collect();
                     for (ns, name) in &gone {
-                        copies.remove(ns, name);
+                        self.put(&mut copies, ns, name, None, false);
                     }
                     drop(copies);
                     self.ready.send_replace(true);
@@ -345,10 +396,7 @@ impl Copies {
                     if let Some(seen) = self.writing.lock().expect("not poisoned").get_mut(&id) {
                         *seen = Some(Seen::Deleted);
                     }
-                    self.copies
-                        .lock()
-                        .expect("not poisoned")
-                        .remove(&id.0, &id.1);
+                    self.remove(&id.0, &id.1);
                     vec![id]
                 }
                 Err(e) => {
@@ -377,6 +425,10 @@ impl Copies {
             *seen = Some(Seen::Applied {
                 managed: is_managed(&o.metadata),
                 resource_version: rv,
+                summary: self
+                    .summarized
+                    .as_ref()
+                    .and_then(|_| self.summary(&o.object()?)),
             });
             return Vec::new();
         }
@@ -391,15 +443,15 @@ impl Copies {
             return Vec::new();
         }
         let key = (index, id.0.as_str().into(), id.1.as_str().into());
+        let Judgement { holds, summary } = judge(&key, o);
         let copy = Copy {
             managed: is_managed(&o.metadata),
             resource_version: rv.into(),
-            holds: judge(&key, o),
+            holds,
+            summary,
         };
-        self.copies
-            .lock()
-            .expect("not poisoned")
-            .insert(&id.0, &id.1, copy);
+        let mut copies = self.copies.lock().expect("not poisoned");
+        self.put(&mut copies, &id.0, &id.1, Some(copy), false);
         vec![id]
     }
 }
@@ -432,6 +484,7 @@ impl Default for Copies {
             copies: Mutex::new(ByName::default()),
             writing: Mutex::new(HashMap::new()),
             ready: signal::channel(false).0,
+            summarized: None,
         }
     }
 }
@@ -451,7 +504,7 @@ mod tests {
         serde_json::from_str(&format!(
             r#"{{"metadata": {{"name": "a", "namespace": "n", "resourceVersion": "{rv}",
                 "annotations": {{"{}": "true"}}}}, "data": {{"k": "v"}}}}"#,
-            crate::sync::MANAGED
+            crate::annotations::MANAGED
         ))
         .unwrap()
     }
@@ -461,6 +514,7 @@ mod tests {
             managed: true,
             resource_version: rv.into(),
             holds: Some(7),
+            summary: None,
         })
     }
 
@@ -484,7 +538,10 @@ mod tests {
     #[test]
     fn another_version_seen_during_a_write_is_looked_at_again() {
         let copies = Copies::default();
-        let judge: Judge = Arc::new(|_, _| Some(1));
+        let judge: Judge = Arc::new(|_, _| Judgement {
+            holds: Some(1),
+            summary: None,
+        });
         let id = ("n".to_string(), "a".to_string());
         let write = copies.begin("n", "a");
         copies.applied(id.clone(), &event("6"), 0, &judge);

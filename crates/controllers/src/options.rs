@@ -12,6 +12,7 @@ use kube::client::ClientBuilder;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
+use crate::federatedtypes::{self, Tuning};
 use crate::ratelimit::RateLimit;
 use crate::sync::Concurrency;
 
@@ -80,6 +81,10 @@ pub struct Options {
     /// Jobs reconciled at once in each member cluster.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
     pub concurrent_job_syncs: u16,
+    /// How long after a member HPA scaled its min and max stay as they are (spec §4.6):
+    /// replicas are not moved between clusters faster than their HPAs settle.
+    #[arg(long, default_value = "2m", value_parser = fellowship_apimachinery::duration::parse)]
+    pub hpa_scale_forbidden_window: Duration,
     /// Requests a second to the federation API (0, the default: unlimited; the original's
     /// 20 would hold propagation to a few objects a second, and this controller batches
     /// its own writes instead).
@@ -105,9 +110,9 @@ pub type Controllers = BTreeMap<String, bool>;
 pub const SERVICE_DNS: &str = "service-dns";
 
 fn parse_controllers(text: &str) -> Result<Controllers, String> {
-    let known: Vec<String> = crate::sync::types()
+    let known: Vec<String> = federatedtypes::all(&Tuning::default())
         .into_iter()
-        .map(|(ar, _)| ar.plural)
+        .map(|t| t.resource.plural)
         .chain([SERVICE_DNS.to_string()])
         .collect();
     let mut out = Controllers::new();
@@ -183,6 +188,13 @@ impl Options {
                     .filter(|n| !n.is_empty())
             })
             .unwrap_or_else(|| "federation-system".into())
+    }
+
+    /// The settings of the federated types' adapters.
+    pub fn tuning(&self) -> Tuning {
+        Tuning {
+            hpa_scale_forbidden_window: self.hpa_scale_forbidden_window,
+        }
     }
 
     /// The `--concurrent-*-syncs` flags, by the plurals they apply to.

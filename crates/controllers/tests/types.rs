@@ -16,7 +16,7 @@ mod support;
 
 use std::time::Duration;
 
-use fellowship_controllers::sync::PROPAGATION;
+use fellowship_controllers::annotations::PROPAGATION;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Event, ObjectReference, Secret, Service};
 use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
@@ -283,19 +283,20 @@ fn every_type_is_created_updated_and_deleted_everywhere() {
         json!({"apiVersion": "extensions/v1beta1", "kind": "Deployment",
             "metadata": {"name": "crud-deployment", "namespace": "default",
                 "annotations": {"deployment.kubernetes.io/revision": "7"}},
-            "spec": {"replicas": 2, "template": pod_template("crud-deployment")}}),
+            "spec": {"replicas": 4, "template": pod_template("crud-deployment")}}),
         json!({"apiVersion": "extensions/v1beta1", "kind": "ReplicaSet",
             "metadata": meta("crud-replicaset"),
             "spec": {"replicas": 2, "template": pod_template("crud-replicaset")}}),
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "crud-namespace"}}),
-        // Its target is not in the federation: a member HPA scaling a propagated Deployment
-        // is replica splitting's business (§4.6).
+        // Its target is not in the federation: its min and max are shared out (§4.6) and no
+        // target is told.
         json!({"apiVersion": "autoscaling/v1", "kind": "HorizontalPodAutoscaler",
             "metadata": meta("crud-hpa"),
             "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "elsewhere"},
                 "minReplicas": 1, "maxReplicas": 3, "targetCPUUtilizationPercentage": 80}}),
+        // A Pod in each member (§4.5 splits parallelism and completions).
         json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": meta("crud-job"),
-            "spec": {"template": {"spec": {"containers": [{"name": "main", "image": "busybox"}],
+            "spec": {"parallelism": 2, "completions": 2, "template": {"spec": {"containers": [{"name": "main", "image": "busybox"}],
                 "restartPolicy": "Never"}}}}),
         json!({"apiVersion": "v1", "kind": "Service", "metadata": meta("crud-service"),
             "spec": {"type": "NodePort", "selector": {"app": "crud-deployment"},
@@ -359,9 +360,8 @@ fn every_type_is_created_updated_and_deleted_everywhere() {
     );
 
     // What members fill in themselves: the Service's address and node port; a Deployment's
-    // status and revision annotation (the federated one's own is ignored, §4.3); the labels
-    // a Job gets in a real cluster (the local clusters' API server does not add them:
-    // written here as it would).
+    // status and revision annotation (the federated one's own is ignored, §4.3); a label a
+    // member's own admission adds to a Job (written here as it would).
     let service = ["services", "crud-service"];
     let allocated = |m: &str| {
         let s = get(&env, m, &service).unwrap();
@@ -377,8 +377,7 @@ fn every_type_is_created_updated_and_deleted_everywhere() {
             .all(|(ip, port)| ip.is_string() && port.is_i64()),
         "{before:?}"
     );
-    let job_labels = json!({"metadata": {"labels": {"batch.kubernetes.io/job-name": "crud-job"}},
-        "spec": {"template": {"metadata": {"labels": {"batch.kubernetes.io/job-name": "crud-job", "job-name": "crud-job"}}}}});
+    let job_labels = json!({"metadata": {"labels": {"team.example/added-by-member": "yes"}}});
     for m in MEMBERS {
         ok(
             &env,
@@ -440,8 +439,11 @@ fn every_type_is_created_updated_and_deleted_everywhere() {
     until_in_members(
         &env,
         &["jobs.batch", "crud-job"],
-        |j| j["spec"]["template"]["metadata"]["labels"]["job-name"] == "crud-job",
-        "with the member's labels",
+        |j| {
+            let labels = &j["metadata"]["labels"];
+            labels["team.example/added-by-member"] == "yes" && labels["job-name"] == "crud-job"
+        },
+        "with the member's label and the federation's",
     );
 
     // Deleted with cascade (kubectl's default; the Secret with kube-rs, Background): gone

@@ -210,7 +210,7 @@ struct Copy {
 /// The objects in a member that the federation created there (they carry its marker).
 async fn propagated(member: &Client) -> anyhow::Result<Vec<Copy>> {
     let mut out = Vec::new();
-    for (ar, namespaced) in fellowship_controllers::sync::types() {
+    for (ar, namespaced) in fellowship_controllers::federatedtypes::resources() {
         let list = match Api::<DynamicObject>::all_with(member.clone(), &ar)
             .list(&ListParams::default())
             .await
@@ -321,7 +321,7 @@ fn made_by_member(ar: &ApiResource, o: &DynamicObject) -> bool {
 /// Whether a namespace holds objects of the federated types that the federation did not
 /// create.
 async fn holds_foreign(member: &Client, namespace: &str) -> anyhow::Result<bool> {
-    for (ar, namespaced) in fellowship_controllers::sync::types() {
+    for (ar, namespaced) in fellowship_controllers::federatedtypes::resources() {
         if !namespaced {
             continue;
         }

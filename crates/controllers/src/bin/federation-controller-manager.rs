@@ -6,11 +6,12 @@ use std::sync::Arc;
 use clap::Parser;
 use fellowship_controllers::Options;
 use fellowship_controllers::cluster::ClusterController;
+use fellowship_controllers::federatedtypes;
 use fellowship_controllers::leader::LeaderElection;
 use fellowship_controllers::metrics::Metrics;
 use fellowship_controllers::options::{PROTOBUF, SERVICE_DNS};
 use fellowship_controllers::serving;
-use fellowship_controllers::sync::{self, SyncController};
+use fellowship_controllers::sync::SyncController;
 
 /// Propagation allocates and frees at a high rate: mimalloc serves it markedly faster than
 /// the system allocator.
@@ -46,7 +47,8 @@ async fn run(options: Options) -> anyhow::Result<()> {
             "--kube-api-content-type={PROTOBUF}: requests go as JSON, which this controller manager speaks"
         );
     }
-    let types = sync::enabled_types(&federation, &options.controllers).await?;
+    let types =
+        federatedtypes::enabled(&federation, &options.controllers, &options.tuning()).await?;
     let host = options.host_client().await?;
     let metrics = Arc::new(Metrics::default());
     let clusters = Arc::new(ClusterController {

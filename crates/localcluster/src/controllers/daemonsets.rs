@@ -48,7 +48,7 @@ pub async fn reconcile(c: &Controllers, namespace: &str, name: &str) -> Result<(
     }
     for node in &nodes {
         if by_node.get(node).is_none_or(Vec::is_empty) {
-            let mut pod = pod_from_template(&ds, &[]);
+            let mut pod = pod_from_template(&ds);
             pod["spec"]["nodeName"] = json!(node);
             if let Some(p) = c
                 .access

@@ -33,18 +33,10 @@ pub async fn reconcile(c: &Controllers, namespace: &str, name: &str) -> Result<(
     let suspended = job.pointer("/spec/suspend") == Some(&json!(true));
     if !complete && !suspended {
         let want = parallelism.min(completions - succeeded);
-        let job_name = meta::name(&job).to_string();
-        let uid = meta::meta_str(&job, "uid").to_string();
         while active < want {
-            let mut pod = pod_from_template(
-                &job,
-                &[
-                    ("batch.kubernetes.io/job-name", &job_name),
-                    ("job-name", &job_name),
-                    ("batch.kubernetes.io/controller-uid", &uid),
-                    ("controller-uid", &uid),
-                ],
-            );
+            // The template carries the Job's selector labels (the API server put them there,
+            // or the Job brought its own with `manualSelector`).
+            let mut pod = pod_from_template(&job);
             if pod.pointer("/spec/restartPolicy").is_none() {
                 pod["spec"]["restartPolicy"] = json!("Never");
             }

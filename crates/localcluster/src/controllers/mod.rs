@@ -551,18 +551,15 @@ async fn collect_garbage(
 }
 
 /// A Pod of `owner` from its template.
-fn pod_from_template(owner: &Value, extra_labels: &[(&str, &str)]) -> Value {
+fn pod_from_template(owner: &Value) -> Value {
     let template = owner
         .pointer("/spec/template")
         .cloned()
         .unwrap_or(json!({}));
-    let mut labels = template
+    let labels = template
         .pointer("/metadata/labels")
         .cloned()
         .unwrap_or(json!({}));
-    for (k, v) in extra_labels {
-        labels[*k] = json!(v);
-    }
     let mut pod = json!({
         "apiVersion": "v1",
         "kind": "Pod",

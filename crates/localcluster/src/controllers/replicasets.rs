@@ -34,7 +34,7 @@ pub async fn reconcile(c: &Controllers, namespace: &str, name: &str) -> Result<(
     let mut pods = owned_pods(c, &rs);
     if pods.len() < want {
         for _ in pods.len()..want {
-            let pod = pod_from_template(&rs, &[]);
+            let pod = pod_from_template(&rs);
             if let Some(created) = c
                 .access
                 .create(&k.pods, namespace, CONTROLLER_MANAGER, &pod)
