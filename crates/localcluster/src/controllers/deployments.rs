@@ -1,7 +1,11 @@
 //! The Deployment controller: one ReplicaSet per pod template (named by the template's
 //! hash, as `pod-template-hash`), scaled to `spec.replicas`; the older ones scaled to zero
 //! once the new one is available. Status as kube-controller-manager writes it, so
-//! `kubectl rollout status` works against a local cluster.
+//! `kubectl rollout status` works against a local cluster, and fails as it does there: a
+//! rollout that makes no progress for `progressDeadlineSeconds` (600 by default) is
+//! `Progressing=False`, `ProgressDeadlineExceeded`.
+
+use std::time::Duration;
 
 use fellowship_apimachinery::{ApiError, meta};
 use serde_json::{Value, json};
@@ -33,7 +37,12 @@ pub fn template_hash(template: &Value) -> String {
     out
 }
 
-pub async fn reconcile(c: &Controllers, namespace: &str, name: &str) -> Result<(), ApiError> {
+/// Returns when to look at the Deployment again (its progress deadline).
+pub async fn reconcile(
+    c: &Controllers,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<Duration>, ApiError> {
     let k = &c.access.kinds;
     let d = c.access.get(&k.deployments, namespace, name).await?;
     collect_garbage(
@@ -45,9 +54,9 @@ pub async fn reconcile(c: &Controllers, namespace: &str, name: &str) -> Result<(
         d.as_ref(),
     )
     .await?;
-    let Some(d) = d else { return Ok(()) };
+    let Some(d) = d else { return Ok(None) };
     if super::release_if_deleting(c, &k.deployments, &d, &k.replica_sets).await? {
-        return Ok(());
+        return Ok(None);
     }
     let want = int(&d, "/spec/replicas", 1).max(0);
     let template = d.pointer("/spec/template").cloned().unwrap_or(json!({}));
@@ -85,7 +94,7 @@ pub async fn reconcile(c: &Controllers, namespace: &str, name: &str) -> Result<(
                 .await?
             {
                 Some(rs) => rs,
-                None => return Ok(()),
+                None => return Ok(None),
             }
         }
     };
@@ -124,14 +133,46 @@ pub async fn reconcile(c: &Controllers, namespace: &str, name: &str) -> Result<(
     let old_replicas = replicas - updated;
     let rs_name = meta::name(&new);
     let complete = updated >= want && available >= want && old_replicas == 0;
-    let progressing = if complete {
+    // Progress: the counts moved, or a new generation is seen. Without it for the deadline,
+    // the rollout has failed.
+    let ready = sum("/status/readyReplicas");
+    let before = |p: &str| int(&d, p, 0);
+    let progressed = (replicas, updated, ready, available)
+        != (
+            before("/status/replicas"),
+            before("/status/updatedReplicas"),
+            before("/status/readyReplicas"),
+            before("/status/availableReplicas"),
+        )
+        || before("/status/observedGeneration") != int(&d, "/metadata/generation", 1);
+    let previous = d
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Progressing"));
+    let last_progress = previous
+        .filter(|_| !progressed)
+        .and_then(|p| p["lastUpdateTime"].as_str())
+        .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+        .unwrap_or_else(jiff::Timestamp::now);
+    let deadline = Duration::from_secs(int(&d, "/spec/progressDeadlineSeconds", 600).max(0) as u64);
+    let since = Duration::try_from(jiff::Timestamp::now().duration_since(last_progress)).unwrap_or_default();
+    let mut wake = None;
+    let mut progressing = if complete {
         condition(
             "Progressing",
             true,
             "NewReplicaSetAvailable",
             &format!("ReplicaSet \"{rs_name}\" has successfully progressed."),
         )
+    } else if since >= deadline {
+        condition(
+            "Progressing",
+            false,
+            "ProgressDeadlineExceeded",
+            &format!("ReplicaSet \"{rs_name}\" has timed out progressing."),
+        )
     } else {
+        wake = Some(deadline - since);
         condition(
             "Progressing",
             true,
@@ -139,6 +180,7 @@ pub async fn reconcile(c: &Controllers, namespace: &str, name: &str) -> Result<(
             &format!("ReplicaSet \"{rs_name}\" is progressing."),
         )
     };
+    progressing["lastUpdateTime"] = json!(last_progress.to_string());
     let available_condition = if available >= want {
         condition(
             "Available",
@@ -154,21 +196,21 @@ pub async fn reconcile(c: &Controllers, namespace: &str, name: &str) -> Result<(
             "Deployment does not have minimum availability.",
         )
     };
-    let mut conditions = [available_condition, progressing];
-    for c in &mut conditions {
-        c["lastUpdateTime"] = c["lastTransitionTime"].clone();
-    }
+    let mut available_condition = available_condition;
+    available_condition["lastUpdateTime"] = available_condition["lastTransitionTime"].clone();
+    let conditions = [available_condition, progressing];
     let status = json!({
         "observedGeneration": int(&d, "/metadata/generation", 1),
         "replicas": replicas,
         "updatedReplicas": updated,
-        "readyReplicas": sum("/status/readyReplicas"),
+        "readyReplicas": ready,
         "availableReplicas": available,
         "unavailableReplicas": (want - available).max(0),
         "conditions": conditions,
     });
     let status = super::replicasets::prune_zeros(status);
-    write_status(c, &k.deployments, &d, status).await
+    write_status(c, &k.deployments, &d, status).await?;
+    Ok(wake)
 }
 
 fn new_replica_set(d: &Value, template: &Value, hash: &str, replicas: i64, revision: i64) -> Value {

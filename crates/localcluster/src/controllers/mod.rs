@@ -311,7 +311,12 @@ impl Controllers {
         match l {
             Loop::Namespace => accounts::namespace(self, name).await,
             Loop::ServiceAccount => accounts::service_account(self, namespace, name).await,
-            Loop::Deployment => deployments::reconcile(self, namespace, name).await,
+            Loop::Deployment => {
+                if let Some(wake) = deployments::reconcile(self, namespace, name).await? {
+                    queue.after(wake, (Loop::Deployment, namespace.clone(), name.clone()));
+                }
+                Ok(())
+            }
             Loop::ReplicaSet => replicasets::reconcile(self, namespace, name).await,
             Loop::DaemonSet => daemonsets::reconcile(self, namespace, name).await,
             Loop::Job => jobs::reconcile(self, namespace, name).await,
