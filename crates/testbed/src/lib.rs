@@ -185,8 +185,34 @@ impl Env {
 }
 
 /// Waits for `done`, failing after 30 s: a bounded wait, not a timing check.
-pub fn until(mut done: impl FnMut() -> bool, what: &str) {
+pub fn until(done: impl FnMut() -> bool, what: &str) {
+    until_within(Duration::from_secs(30), done, what);
+}
+
+/// Waits until `read` gives `want`, failing after 30 s with what it gave last.
+pub fn until_value<T: PartialEq + std::fmt::Debug>(
+    mut read: impl FnMut() -> T,
+    want: &T,
+    what: &str,
+) {
     let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = read();
+        if got == *want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never got to {what}: {want:?}; last {got:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Waits for `done`, failing after `limit`: for what takes longer by contract (a Pod
+/// unschedulable for a minute, a window of minutes).
+pub fn until_within(limit: Duration, mut done: impl FnMut() -> bool, what: &str) {
+    let deadline = Instant::now() + limit;
     while !done() {
         assert!(Instant::now() < deadline, "never got to {what}");
         std::thread::sleep(Duration::from_millis(200));

@@ -372,14 +372,21 @@ impl Scheduling for Hpas {
             min: int(data, "/spec/minReplicas", 1),
             max: int(data, "/spec/maxReplicas", 0),
         };
-        let members: Vec<(&str, Option<&Counts>)> = (clusters.iter())
-            .map(|c| {
-                let counts = match c.summary {
-                    Some(Summary::Hpa(counts)) => Some(counts),
-                    _ => None,
-                };
-                (c.name, counts)
+        // A member HPA being made counts as made (one that has not scaled yet): planning
+        // while the copies are created must not take their clusters for new ones.
+        let made: Vec<Option<Counts>> = (clusters.iter())
+            .map(|c| match (c.summary, c.planned) {
+                (Some(Summary::Hpa(counts)), _) => Some(counts.clone()),
+                (None, Some(Share::Hpa { min, max })) => Some(Counts {
+                    min: Some(*min),
+                    max: *max,
+                    ..Counts::default()
+                }),
+                _ => None,
             })
+            .collect();
+        let members: Vec<(&str, Option<&Counts>)> = (clusters.iter().zip(&made))
+            .map(|(c, counts)| (c.name, counts.as_ref()))
             .collect();
         let state = schedule(requested, &members, self.window, now);
         let shares = (state.iter())
@@ -645,6 +652,7 @@ mod tests {
                 name: n,
                 summary: None,
                 capacity: None,
+                planned: None,
             })
             .collect();
         let p = hpas.place(&hpa, &three, now);

@@ -234,6 +234,7 @@ mod tests {
                 name: n,
                 summary: None,
                 capacity: None,
+                planned: None,
             })
             .collect()
     }

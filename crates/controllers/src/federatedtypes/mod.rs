@@ -214,6 +214,8 @@ pub struct Candidate<'a> {
     pub name: &'a str,
     /// What its copy reports, if it has one.
     pub summary: Option<&'a Summary>,
+    /// Its share as last planned: what it was asked for, while its copy has not said yet.
+    pub planned: Option<&'a Share>,
     /// Replicas it can run, where Pods of this object have waited for room too long.
     pub capacity: Option<i64>,
 }

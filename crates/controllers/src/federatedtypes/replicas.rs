@@ -6,6 +6,10 @@
 //! Every cluster of the plan gets a copy, at 0 replicas if that is its share, as v1 did: an
 //! HPA there may scale it, and `kubectl get` in each cluster shows it there, idle.
 //!
+//! Where this differs from v1 on purpose: without `rebalance`, the replicas a cluster keeps
+//! are those it is asked to run (its copy's `spec.replicas`), not its ready Pods; see
+//! [`Replicas::place`].
+//!
 //! Better than the original: the federated status has the meaning kube-controller-manager
 //! gives it, so `kubectl rollout status` works against the federation. `observedGeneration`
 //! reaches the federated generation only once every member holds that version and its own
@@ -185,9 +189,15 @@ impl Scheduling for Replicas {
                 Preferences::default()
             }
         };
+        // What each cluster is asked to run now. v1 counted its ready Pods, and looked again
+        // only 10 s after writing; looking at once, Pods still starting would count as
+        // missing, and the plan would move replicas back and forth (a cluster that gave its
+        // replicas away for lack of room would get some back before the others' Pods were
+        // ready). A cluster without room is capped by its capacity all the same.
         let current: BTreeMap<String, i64> = (clusters.iter())
-            .filter_map(|c| match c.summary {
-                Some(Summary::Replicas(counts)) => Some((c.name.to_string(), counts.ready)),
+            .filter_map(|c| match (c.summary, c.planned) {
+                (Some(Summary::Replicas(counts)), _) => Some((c.name.to_string(), counts.wanted)),
+                (None, Some(Share::Replicas(n))) => Some((c.name.to_string(), *n)),
                 _ => None,
             })
             .collect();
@@ -385,6 +395,7 @@ mod tests {
                 name: n,
                 summary: None,
                 capacity: None,
+                planned: None,
             })
             .collect()
     }

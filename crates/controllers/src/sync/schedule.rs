@@ -202,11 +202,19 @@ impl SyncController {
         } else {
             (BTreeMap::new(), None)
         };
+        let before = self
+            .stage
+            .placed
+            .lock()
+            .expect("not poisoned")
+            .get(key)
+            .cloned();
         let candidates: Vec<Candidate> = (selected.iter())
             .map(|(m, copy)| Candidate {
                 name: &m.name,
                 summary: copy.as_ref().and_then(|c| c.summary.as_deref()),
                 capacity: room.get(&m.name).copied(),
+                planned: before.as_ref().and_then(|b| b.shares.get(&m.name)),
             })
             .collect();
         let now = jiff::Timestamp::now();
@@ -216,13 +224,6 @@ impl SyncController {
             .collect();
 
         // The shares, kept for the members; those whose share moved are told.
-        let before = self
-            .stage
-            .placed
-            .lock()
-            .expect("not poisoned")
-            .get(key)
-            .cloned();
         let prints = match &before {
             Some(b) if !changed && b.shares == shares => b.prints.clone(),
             _ => (shares.iter())
@@ -399,6 +400,7 @@ impl SyncController {
                     };
                     match unschedulable(m, &key.1, &selector.to_string()).await {
                         Ok((stuck, next)) => {
+                            tracing::debug!(cluster = %m.name, ?key, stuck, ?next, "Pods waiting for room");
                             let room = (stuck > 0).then_some(counts.wanted - stuck);
                             let relist = next.map(|d| now + d);
                             let mut all = self.stage.lagging.lock().expect("not poisoned");

@@ -155,7 +155,8 @@ pub async fn reconcile(
         .and_then(|t| t.parse::<jiff::Timestamp>().ok())
         .unwrap_or_else(jiff::Timestamp::now);
     let deadline = Duration::from_secs(int(&d, "/spec/progressDeadlineSeconds", 600).max(0) as u64);
-    let since = Duration::try_from(jiff::Timestamp::now().duration_since(last_progress)).unwrap_or_default();
+    let since = Duration::try_from(jiff::Timestamp::now().duration_since(last_progress))
+        .unwrap_or_default();
     let mut wake = None;
     let mut progressing = if complete {
         condition(

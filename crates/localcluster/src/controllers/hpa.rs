@@ -60,9 +60,12 @@ pub async fn reconcile(c: &Controllers, namespace: &str, name: &str) -> Result<(
     let current = int(&target, "/spec/replicas", 1);
     let min = int(&hpa, "/spec/minReplicas", 1);
     let max = int(&hpa, "/spec/maxReplicas", min);
-    let load = (hpa.pointer(&format!("/metadata/annotations/{}", CPU_LOAD.replace('/', "~1"))))
-        .and_then(Value::as_str)
-        .and_then(|l| l.parse::<f64>().ok());
+    let load = (hpa.pointer(&format!(
+        "/metadata/annotations/{}",
+        CPU_LOAD.replace('/', "~1")
+    )))
+    .and_then(Value::as_str)
+    .and_then(|l| l.parse::<f64>().ok());
     let (utilization, wanted) = scale(current, target_utilization(c, &hpa), load);
     let desired = wanted.clamp(min, max.max(min));
     let mut status = json!({
