@@ -33,83 +33,27 @@
 //! at the cold start; 100000 measures the memory target), `FELLOWSHIP_BENCH_CONNECTIONS`
 //! (4 per server), `FELLOWSHIP_BENCH_TIMEOUT` (900: seconds any one wait may last).
 
-#[path = "../tests/support/mod.rs"]
-mod support;
+mod common;
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use fellowship_apimachinery::ResourceKind;
+use common::support::{self, Env, FEDERATION_TOKEN};
+use common::{
+    CONFIGMAPS, Copies, NAMESPACE, PREFIX, Phase, STALL, create_all, kind, name_of, observe,
+    start_manager, stored, until_quiet, verdict, write_all,
+};
 use fellowship_apiserver::App;
 use fellowship_apiserver::objects::present;
 use fellowship_controllers::annotations::PROPAGATION;
 use fellowship_localcluster::{Fleet, FleetConfig};
-use fellowship_storage::{Error as StoreError, EventKind, KeyValue, ListOptions};
 use fellowship_testkit::https::{Target, configmap, request, send};
-use fellowship_testkit::{cpu_time, env_number, memory, mib, reset_peak_memory};
-use futures::StreamExt;
-use http_body_util::Full;
-use hyper::Request;
-use support::{Env, FEDERATION_TOKEN, Manager};
+use fellowship_testkit::{cpu_time, env_number, mib};
 
-const NAMESPACE: &str = "default";
-const CONFIGMAPS: &str = "/api/v1/namespaces/default/configmaps";
-/// Every federated ConfigMap's name starts so; anything else in a member is not counted.
-const PREFIX: &str = "fed-";
 /// The federation namespace the floor's objects are written to, deleted after.
 const FLOOR: &str = "bench-floor";
 const GIB: f64 = (1u64 << 30) as f64;
-/// A wait for copies that sees none arrive for this long gives up: the controller manager
-/// has stopped propagating, and waiting the full timeout would only hide it.
-const STALL: Duration = Duration::from_secs(60);
-
-fn verdict(met: bool) -> &'static str {
-    if met { "MET" } else { "MISSED" }
-}
-
-/// Sends, for each of `names`, the requests `requests` makes of it, one after another and
-/// each answered with the status it names, over `connections` connections to one server,
-/// each taking every `connections`-th name in turn.
-async fn write_all(
-    target: Arc<Target>,
-    names: Arc<Vec<String>>,
-    connections: usize,
-    requests: impl Fn(&str) -> Vec<(Request<Full<Bytes>>, u16)> + Send + Sync + 'static,
-) {
-    let requests = Arc::new(requests);
-    let tasks: Vec<_> = (0..connections)
-        .map(|c| {
-            let (target, names, requests) = (target.clone(), names.clone(), requests.clone());
-            tokio::spawn(async move {
-                let mut conn = target.connect().await;
-                for name in names.iter().skip(c).step_by(connections) {
-                    for (req, want) in requests(name) {
-                        let status = send(&mut conn, req).await;
-                        assert_eq!(status, want, "writing {name} on port {}", target.port);
-                    }
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.expect("a writer panicked");
-    }
-}
-
-/// Creates `names` as ConfigMaps on one server over `connections` connections.
-async fn create_all(
-    target: Arc<Target>,
-    token: String,
-    names: Arc<Vec<String>>,
-    connections: usize,
-) {
-    write_all(target, names, connections, move |name| {
-        vec![(request(&token, "POST", CONFIGMAPS, configmap(name)), 201)]
-    })
-    .await;
-}
 
 /// Writes, for each of `names` in `namespace` of the federation, what the contract makes
 /// the federation take for a federated object whatever its controller: the create, a
@@ -156,189 +100,15 @@ async fn federation_writes(
     .await;
 }
 
-/// The member copies seen so far: for each name, how many clusters hold it and when the
-/// last of them got it.
-struct Copies {
-    clusters: usize,
-    seen: Mutex<Seen>,
-}
-
-#[derive(Default)]
-struct Seen {
-    names: HashMap<String, (usize, Instant)>,
-    /// By phase, the part of a name after [`PREFIX`] and before the next `-`.
-    phases: HashMap<String, Progress>,
-}
-
-#[derive(Clone, Copy, Default)]
-struct Progress {
-    copies: usize,
-    /// Names every cluster holds, and when the latest of them became so.
-    complete: usize,
-    last: Option<Instant>,
-}
-
-fn phase_of(name: &str) -> &str {
-    name.strip_prefix(PREFIX)
-        .and_then(|n| n.split('-').next())
-        .unwrap_or_default()
-}
-
-impl Copies {
-    fn add(&self, name: &str, at: Instant) {
-        let mut seen = self.seen.lock().expect("not poisoned");
-        let entry = seen.names.entry(name.to_string()).or_insert((0, at));
-        entry.0 += 1;
-        entry.1 = at;
-        let complete = entry.0 == self.clusters;
-        let phase = seen.phases.entry(phase_of(name).to_string()).or_default();
-        phase.copies += 1;
-        if complete {
-            phase.complete += 1;
-            phase.last = Some(at);
-        }
-    }
-
-    fn progress(&self, phase: &str) -> Progress {
-        let seen = self.seen.lock().expect("not poisoned");
-        seen.phases.get(phase).copied().unwrap_or_default()
-    }
-
-    /// When the last copy of `name` arrived, if every cluster holds it.
-    fn completed(&self, name: &str) -> Option<Instant> {
-        let seen = self.seen.lock().expect("not poisoned");
-        seen.names
-            .get(name)
-            .filter(|(n, _)| *n == self.clusters)
-            .map(|(_, at)| *at)
-    }
-
-    /// Waits until `names` objects of `phase` are in every cluster; when the last of them
-    /// got there. `None` (with what was seen) after `limit`, or once no copy has arrived
-    /// for [`STALL`].
-    async fn until_complete(&self, phase: &str, names: usize, limit: Duration) -> Option<Instant> {
-        let started = Instant::now();
-        let mut told = started;
-        let (mut before, mut moved) = (usize::MAX, started);
-        loop {
-            let Progress {
-                copies,
-                complete,
-                last,
-            } = self.progress(phase);
-            if complete >= names {
-                return Some(last.unwrap_or(started));
-            }
-            if copies != before {
-                (before, moved) = (copies, Instant::now());
-            }
-            if told.elapsed() >= Duration::from_secs(10) {
-                told = Instant::now();
-                eprintln!(
-                    "  ... {:.0} s: {copies} copies seen, {complete} of {names} objects in every cluster",
-                    started.elapsed().as_secs_f64()
-                );
-            }
-            let stalled = moved.elapsed() > STALL;
-            if stalled || started.elapsed() > limit {
-                println!(
-                    "{phase}: gave up after {:.0} s{}: {complete} of {names} objects in every cluster ({copies} copies)",
-                    started.elapsed().as_secs_f64(),
-                    if stalled {
-                        ", no new copy for a minute"
-                    } else {
-                        ""
-                    }
-                );
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-fn name_of(kv: &KeyValue) -> &str {
-    kv.key.rsplit('/').next().unwrap_or_default()
-}
-
-/// The ConfigMaps of `default` in a server's store, as stored, and the revision read at.
-async fn stored_configmaps(app: &App) -> (Vec<KeyValue>, u64) {
-    let prefix = configmaps(app).key(NAMESPACE, "");
-    let mut options = ListOptions {
-        limit: Some(5000),
-        ..Default::default()
-    };
-    let mut items = Vec::new();
-    loop {
-        let page = app
-            .rest
-            .store
-            .list(&prefix, options.clone())
-            .await
-            .expect("list");
-        items.extend(page.items);
-        match page.continue_token {
-            Some(token) => options.continue_token = Some(token),
-            None => return (items, page.revision),
-        }
-    }
-}
-
-fn configmaps(app: &App) -> Arc<ResourceKind> {
-    app.surface
-        .registry
-        .get("", "v1", "configmaps")
-        .expect("the server serves configmaps")
-        .clone()
-}
-
-/// Follows one member's ConfigMaps in its store, adding each new federated one to `copies`.
-/// A watch dropped for falling behind resumes from a fresh list: nothing missed, nothing
-/// counted twice.
-async fn observe(app: Arc<App>, copies: Arc<Copies>) {
-    let store = app.rest.store.clone();
-    let prefix = configmaps(&app).key(NAMESPACE, "");
-    let mut known: HashSet<Arc<str>> = HashSet::new();
-    let note = |kv: &KeyValue, known: &mut HashSet<Arc<str>>| {
-        if name_of(kv).starts_with(PREFIX) && known.insert(kv.key.clone()) {
-            copies.add(name_of(kv), Instant::now());
-        }
-    };
-    let mut after = store.current_revision().await.expect("a member's revision");
-    loop {
-        match store.watch(&prefix, after).await {
-            Ok(mut events) => {
-                while let Some(event) = events.next().await {
-                    match event {
-                        Ok(e) if e.kind == EventKind::Added => note(&e.kv, &mut known),
-                        Ok(_) => {}
-                        Err(StoreError::TooOld { .. }) => break,
-                        Err(e) => panic!("a member's watch failed: {e}"),
-                    }
-                }
-            }
-            Err(StoreError::TooOld { .. }) => {}
-            Err(e) => panic!("a member's watch failed: {e}"),
-        }
-        // Fell behind: what the member holds now (dated now, so a little late), then on from
-        // there.
-        let (items, revision) = stored_configmaps(&app).await;
-        for kv in &items {
-            note(kv, &mut known);
-        }
-        after = revision;
-    }
-}
-
 /// Waits until every federated ConfigMap says, in its propagation annotation, that all
 /// `clusters` hold it: the controller manager has recorded the state a restart starts from.
 /// `None` after `limit`, or once the count of the others has not fallen for [`STALL`].
 async fn until_reported(federation: &App, clusters: usize, limit: Duration) -> Option<()> {
     let started = Instant::now();
-    let kind = configmaps(federation);
+    let kind = kind(federation, "", "v1", "configmaps");
     let (mut before, mut moved) = (usize::MAX, started);
     loop {
-        let (items, _) = stored_configmaps(federation).await;
+        let (items, _) = stored(federation, &kind, NAMESPACE).await;
         let unreported = items
             .iter()
             .filter(|kv| name_of(kv).starts_with(PREFIX))
@@ -367,27 +137,6 @@ async fn until_reported(federation: &App, clusters: usize, limit: Duration) -> O
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
-}
-
-/// Waits until the federation's store has taken no write for a second: the controller
-/// manager has finished what the last phase gave it, its status reports included. How
-/// long after `since` the last write came; `None` after `limit`.
-async fn until_quiet(federation: &App, since: Instant, limit: Duration) -> Option<Duration> {
-    let store = &federation.rest.store;
-    let mut last = store.current_revision().await.expect("revision");
-    let mut changed = Instant::now();
-    while changed.elapsed() < Duration::from_secs(1) {
-        if since.elapsed() > limit {
-            println!("gave up waiting for the federation to go quiet");
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let now = store.current_revision().await.expect("revision");
-        if now != last {
-            (last, changed) = (now, Instant::now());
-        }
-    }
-    Some(changed.duration_since(since))
 }
 
 /// The sync controller's figures on the controller manager's `/metrics`: by cluster,
@@ -425,83 +174,6 @@ async fn sync_metrics(port: u16) -> HashMap<String, (u64, u64)> {
         }
     }
     out
-}
-
-/// Writes so far: the federation's store revision and the sum of the members'.
-async fn revisions(env: &Env) -> (u64, u64) {
-    let mut members = 0;
-    for c in &env.fleet.clusters {
-        members += c.app.rest.store.current_revision().await.expect("revision");
-    }
-    let federation = env.federation.rest.store.current_revision().await;
-    (federation.expect("revision"), members)
-}
-
-/// One phase's CPU, writes and controller-manager memory, from its start.
-struct Phase<'a> {
-    env: &'a Env,
-    pid: u32,
-    started: Instant,
-    manager_cpu: Duration,
-    bench_cpu: Duration,
-    revisions: (u64, u64),
-}
-
-/// What a phase cost.
-struct Figures {
-    /// The controller manager's peak resident memory in the phase.
-    peak: u64,
-    manager_cpu: Duration,
-    /// This process's CPU in the phase: servers, load, watches.
-    bench_cpu: Duration,
-    federation_writes: u64,
-}
-
-impl<'a> Phase<'a> {
-    async fn start(env: &'a Env, manager: &Manager) -> Phase<'a> {
-        let pid = manager.0.id();
-        reset_peak_memory(Some(pid));
-        Phase {
-            env,
-            pid,
-            started: Instant::now(),
-            manager_cpu: cpu_time(Some(pid)),
-            bench_cpu: cpu_time(None),
-            revisions: revisions(env).await,
-        }
-    }
-
-    /// Prints the phase's figures.
-    async fn end(&self, what: &str) -> Figures {
-        let took = self.started.elapsed().as_secs_f64();
-        let share = |d: Duration| d.as_secs_f64() / took * 100.0;
-        let (rss, peak) = memory(Some(self.pid));
-        let manager_cpu = cpu_time(Some(self.pid)).saturating_sub(self.manager_cpu);
-        let bench_cpu = cpu_time(None).saturating_sub(self.bench_cpu);
-        let (federation, members) = revisions(self.env).await;
-        let federation_writes = federation - self.revisions.0;
-        println!(
-            "  {what}: controller-manager {:.0} MiB resident, peak {:.0} MiB; CPU over {took:.1} s: controller-manager {:.0}%, this process (servers, load, watches) {:.0}% of one core; writes: {federation_writes} to the federation, {} to the members",
-            mib(rss),
-            mib(peak),
-            share(manager_cpu),
-            share(bench_cpu),
-            members - self.revisions.1,
-        );
-        Figures {
-            peak,
-            manager_cpu,
-            bench_cpu,
-            federation_writes,
-        }
-    }
-}
-
-/// The controller manager against the federation, serving its metrics on a port of its own.
-fn start_manager(env: &Env) -> (Manager, u16) {
-    let port = support::free_port();
-    let manager = support::manager(env, &[&format!("--port={port}"), "--address=127.0.0.1"]);
-    (manager, port)
 }
 
 /// As the server binaries (`federation-apiserver`, `local-clusters`) this process stands in for.
@@ -612,14 +284,11 @@ fn main() {
     for name in &names {
         env.join(name);
     }
-    let (manager, metrics_port) = start_manager(&env);
+    let (manager, metrics_port) = start_manager(&env, &[]);
     let ready: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "Ready")).collect();
     env.until_status(&ready);
 
-    let copies = Arc::new(Copies {
-        clusters,
-        seen: Mutex::new(Seen::default()),
-    });
+    let copies = Arc::new(Copies::new(clusters));
     let mut peak = 0u64;
     // Each phase goes on after one that did not finish: what it measures is then printed
     // with what it missed.
@@ -778,7 +447,7 @@ fn main() {
 
     // Cold start: a fresh controller manager over everything in sync.
     let started = Instant::now();
-    let (manager, metrics_port) = start_manager(&env);
+    let (manager, metrics_port) = start_manager(&env, &[]);
     let figures = env.runtime.block_on(async {
         let phase = Phase::start(&env, &manager).await;
         let mut all_started = None;

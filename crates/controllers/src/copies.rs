@@ -139,7 +139,9 @@ enum Seen {
     Applied {
         managed: bool,
         resource_version: String,
-        summary: Option<Arc<Summary>>,
+        /// For a spread type, the object's text: what it reports is read from it only if
+        /// this was not the write's own event.
+        json: Option<Box<RawValue>>,
     },
     Deleted,
 }
@@ -220,16 +222,17 @@ impl Copies {
         Some(Arc::new(scheduling.summarize(object)))
     }
 
-    /// Records `copy` (`None`: gone), telling the scheduling stage if what it reports
-    /// changed, or if `written` (a write of this controller's own changes whether the copy
-    /// is in step).
+    /// Records `copy` (`None`: gone). What the member says of it (`from_member`: an event or
+    /// a read) that changes what it reports is told to the scheduling stage; this
+    /// controller's own writes change nothing it reports but its generation, which tells
+    /// the stage nothing until the member's controller has seen it.
     fn put(
         &self,
         copies: &mut ByName,
         namespace: &str,
         name: &str,
         copy: Option<Copy>,
-        written: bool,
+        from_member: bool,
     ) {
         let before = copies.get(namespace, name).and_then(|c| c.summary.clone());
         let after = copy.as_ref().and_then(|c| c.summary.clone());
@@ -238,7 +241,8 @@ impl Copies {
             None => copies.remove(namespace, name),
         }
         if let Some((_, index, changed)) = &self.summarized
-            && (written || before != after)
+            && from_member
+            && before != after
         {
             let _ = changed.send((*index, namespace.into(), name.into()));
         }
@@ -302,7 +306,10 @@ impl Copies {
             .flatten();
         let mut copies = self.copies.lock().expect("not poisoned");
         let (ns, name) = (&id.0, &id.1);
-        let made = written.is_some();
+        let reported = |json: Option<Box<RawValue>>| {
+            let object = serde_json::from_str(json?.get()).ok()?;
+            self.summary(&object)
+        };
         let (copy, again) = match (written, seen) {
             (None, None) => return false,
             (None, Some(Seen::Deleted)) => return true,
@@ -311,14 +318,14 @@ impl Copies {
                 Some(Seen::Applied {
                     managed,
                     resource_version,
-                    summary,
+                    json,
                 }),
             ) => {
                 let copy = Copy {
                     managed,
                     resource_version: resource_version.into(),
                     holds: None,
-                    summary,
+                    summary: reported(json),
                 };
                 (copy, true)
             }
@@ -329,16 +336,29 @@ impl Copies {
                 }),
             ) if *resource_version == *c.resource_version => (c, false),
             (Some(c), None) => (c, false),
-            (Some(c), Some(_)) => (Copy { holds: None, ..c }, true),
+            (Some(c), Some(Seen::Applied { json, .. })) => {
+                let summary = reported(json).or(c.summary.clone());
+                (
+                    Copy {
+                        holds: None,
+                        summary,
+                        ..c
+                    },
+                    true,
+                )
+            }
+            (Some(c), Some(Seen::Deleted)) => (Copy { holds: None, ..c }, true),
         };
-        self.put(&mut copies, ns, name, Some(copy), made);
+        // What the member showed of another version is news to the scheduling stage; this
+        // controller's own write is not.
+        self.put(&mut copies, ns, name, Some(copy), again);
         again
     }
 
     /// Forgets a copy found gone.
     pub fn remove(&self, namespace: &str, name: &str) {
         let mut copies = self.copies.lock().expect("not poisoned");
-        self.put(&mut copies, namespace, name, None, false);
+        self.put(&mut copies, namespace, name, None, true);
     }
 
     /// Waits until the first listing is in.
@@ -384,7 +404,7 @@ impl Copies {
                         .filter(|k| !seen.contains(k))
                         .collect();
                     for (ns, name) in &gone {
-                        self.put(&mut copies, ns, name, None, false);
+                        self.put(&mut copies, ns, name, None, true);
                     }
                     drop(copies);
                     self.ready.send_replace(true);
@@ -425,10 +445,7 @@ impl Copies {
             *seen = Some(Seen::Applied {
                 managed: is_managed(&o.metadata),
                 resource_version: rv,
-                summary: self
-                    .summarized
-                    .as_ref()
-                    .and_then(|_| self.summary(&o.object()?)),
+                json: self.summarized.as_ref().map(|_| o.json.clone()),
             });
             return Vec::new();
         }
@@ -451,7 +468,7 @@ impl Copies {
             summary,
         };
         let mut copies = self.copies.lock().expect("not poisoned");
-        self.put(&mut copies, &id.0, &id.1, Some(copy), false);
+        self.put(&mut copies, &id.0, &id.1, Some(copy), true);
         vec![id]
     }
 }

@@ -665,4 +665,42 @@ fn hpas_share_min_and_max_and_the_totals_follow() {
             .count(),
         2
     );
+
+    // Deleted with its member HPAs: the target is planned again, its 6 replicas where
+    // they run most (no rebalance).
+    ok(
+        &env,
+        "federation",
+        &["delete", "hpa", "auto", "--wait=false"],
+    );
+    until(
+        || CLUSTERS.iter().all(|c| get(&env, c, &hpa).is_none()),
+        "the member HPAs gone",
+    );
+    let list = format!(
+        "{{.metadata.annotations.{}}}",
+        HPA_TARGET_CLUSTERS.replace('.', "\\.")
+    );
+    until_field(&env, &auto, &list, "");
+    until_value(
+        || shares(&env, &auto).into_iter().flatten().sum::<i64>(),
+        &6,
+        "the target's 6 replicas planned again",
+    );
+
+    // An HPA no Ready cluster is selected for: a clear state, no crash.
+    let nowhere = json!({"federation.alpha.kubernetes.io/cluster-selector": r#"[{"key": "tier", "operator": "In", "values": ["none"]}]"#});
+    env.apply(
+        "federation",
+        &json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "nowhere", "namespace": "default", "annotations": nowhere},
+            "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "absent"},
+                "minReplicas": 1, "maxReplicas": 4}}),
+    );
+    until_field(
+        &env,
+        &["horizontalpodautoscalers.autoscaling", "nowhere"],
+        "{.status.conditions[0].reason}",
+        "NoReadyClusters",
+    );
 }

@@ -1,5 +1,5 @@
-//! The contract's end-to-end scenarios (spec §10) that need neither DNS nor replica
-//! splitting, against real servers: the federation API server and local member clusters on
+//! The contract's end-to-end scenarios (spec §10) that need no DNS, with replicas split
+//! as the types' own tests (`scheduling.rs`) check them, against real servers: the federation API server and local member clusters on
 //! loopback, the controller manager binary, kubectl and kube-rs as the clients.
 //!
 //! - Clusters registered with a label turn Ready and are deleted by label (item 1); a

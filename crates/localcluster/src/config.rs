@@ -101,6 +101,15 @@ pub struct Simulation {
     pub controller_qps: u32,
     #[serde(default = "default_controller_burst")]
     pub controller_burst: u32,
+    /// Whether workloads run (Deployments, ReplicaSets, DaemonSets, Jobs, their Pods,
+    /// HPAs). Off, the clusters serve them but leave them as written, for benchmarks that
+    /// write what those controllers would, at the rate they choose.
+    #[serde(default = "default_workloads")]
+    pub workloads: bool,
+}
+
+fn default_workloads() -> bool {
+    true
 }
 
 fn default_job_duration() -> Duration {
@@ -124,6 +133,7 @@ impl Default for Simulation {
             cpu_utilization: default_cpu_utilization(),
             controller_qps: default_controller_qps(),
             controller_burst: default_controller_burst(),
+            workloads: default_workloads(),
         }
     }
 }

@@ -39,14 +39,16 @@ impl Env {
     /// `count` local clusters, named in order (rivendell, gondor, rohan, ...; rivendell hosts
     /// the credentials), and the federation API.
     pub fn start_with(count: usize) -> Env {
+        Env::start_fleet(FleetConfig::numbered(count, &[]))
+    }
+
+    /// The clusters of `fleet`, rivendell among them to host the credentials, and the
+    /// federation API.
+    pub fn start_fleet(fleet: FleetConfig) -> Env {
         let dir = tempfile::tempdir().unwrap();
         let runtime = fellowship_testkit::bench_runtime();
         let fleet = runtime
-            .block_on(Fleet::start(
-                FleetConfig::numbered(count, &[]),
-                dir.path(),
-                None,
-            ))
+            .block_on(Fleet::start(fleet, dir.path(), None))
             .unwrap();
         // The federation API server, in this process, with the fleet's serving certificate.
         let (federation_port, federation) = runtime.block_on(async {

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use super::{
     Candidate, Member, Placement, Problem, Scheduling, Share, Summary, Targets, Tuning, int,
-    new_condition, time,
+    new_condition, stamp, time,
 };
 
 /// What a member HPA reports.
@@ -506,7 +506,7 @@ impl Scheduling for Hpas {
             "observedGeneration": object.metadata.generation,
             "currentReplicas": current,
             "desiredReplicas": desired,
-            "lastScaleTime": last_scale.map(|t| t.to_string()),
+            "lastScaleTime": last_scale.map(stamp),
             "currentMetrics": metrics,
             "conditions": [condition],
         })
@@ -700,7 +700,7 @@ mod tests {
             status["currentMetrics"][0]["resource"]["current"]["averageUtilization"],
             75
         );
-        assert_eq!(status["lastScaleTime"], now.to_string());
+        assert_eq!(status["lastScaleTime"], stamp(now));
         let other: DynamicObject = serde_json::from_value(json!({"metadata": {"name": "x"}, "spec": {"scaleTargetRef": {"kind": "StatefulSet", "name": "db"}, "maxReplicas": 3}})).unwrap();
         let p = hpas.place(&other, &three, now);
         assert!(p.targets.is_none() && p.problem.is_some());

@@ -15,7 +15,7 @@ use kube::api::DynamicObject;
 use serde_json::{Value, json};
 
 use super::{
-    Candidate, Member, Placement, Problem, Scheduling, Share, Summary, condition, int, time,
+    Candidate, Member, Placement, Problem, Scheduling, Share, Summary, condition, int, stamp, time,
 };
 use crate::planner::{self, JOB_PREFERENCES, Preferences};
 
@@ -172,14 +172,14 @@ impl Scheduling for Jobs {
             }
         }
         let complete = complete && running > 0 && failures.is_empty();
-        let stamp = |t: Option<jiff::Timestamp>| t.map_or(Value::Null, |t| json!(t.to_string()));
+        let when = |t: Option<jiff::Timestamp>| t.map_or(Value::Null, stamp);
         let conditions = if let Some(latest) = failures.iter().max_by_key(|f| f.2) {
             let messages: Vec<&str> = failures.iter().map(|f| f.1.as_str()).collect();
-            let at = stamp(latest.2);
+            let at = when(latest.2);
             json!([{"type": "Failed", "status": "True", "reason": latest.0, "message": messages.join("; "),
                 "lastProbeTime": at, "lastTransitionTime": at}])
         } else if complete {
-            let at = stamp(sum.completed);
+            let at = when(sum.completed);
             let message = "Reached expected number of succeeded pods in every cluster";
             json!([
                 {"type": "SuccessCriteriaMet", "status": "True", "reason": "CompletionsReached", "message": message, "lastProbeTime": at, "lastTransitionTime": at},
@@ -194,8 +194,8 @@ impl Scheduling for Jobs {
             "succeeded": omit_zero(sum.succeeded),
             "failed": omit_zero(sum.failed),
             "ready": sum.ready,
-            "startTime": stamp(sum.started),
-            "completionTime": if complete { stamp(sum.completed) } else { Value::Null },
+            "startTime": when(sum.started),
+            "completionTime": if complete { when(sum.completed) } else { Value::Null },
             "conditions": conditions,
         })
     }
@@ -358,7 +358,7 @@ mod tests {
             (status["active"].clone(), status["succeeded"].clone()),
             (json!(3), json!(8))
         );
-        assert_eq!(status["startTime"], at(1).to_string());
+        assert_eq!(status["startTime"], "1970-01-01T00:00:01Z");
         assert_eq!(
             (
                 status["conditions"].clone(),
@@ -376,7 +376,7 @@ mod tests {
             ],
             now,
         );
-        assert_eq!(status["completionTime"], at(13).to_string());
+        assert_eq!(status["completionTime"], "1970-01-01T00:00:13Z");
         assert_eq!(status["conditions"][1]["type"], "Complete");
         // A failed part fails the Job.
         let failed = Summary::Job(Counts {

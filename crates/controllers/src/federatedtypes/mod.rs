@@ -154,7 +154,7 @@ pub fn object_ref(ar: &ApiResource, namespace: &str, name: &str) -> ObjectRef<Dy
 }
 
 /// One cluster's part of a federated object.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Hash)]
 pub enum Share {
     /// `spec.replicas` of a ReplicaSet or Deployment (a copy is made even for 0, as v1 did:
     /// the cluster is in the plan, and an HPA there may scale it).
@@ -294,6 +294,11 @@ fn time(value: &Value, pointer: &str) -> Option<jiff::Timestamp> {
     value.pointer(pointer)?.as_str()?.parse().ok()
 }
 
+/// A time as Kubernetes writes it (whole seconds, UTC).
+fn stamp(t: jiff::Timestamp) -> Value {
+    json!(t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+}
+
 /// The condition of `kind` in a status, if there.
 fn condition<'a>(status: &'a Value, kind: &str) -> Option<&'a Value> {
     status
@@ -318,7 +323,7 @@ fn new_condition(
     let at = |field: &str| {
         kept.and_then(|c| c.get(field))
             .cloned()
-            .unwrap_or_else(|| json!(now.to_string()))
+            .unwrap_or_else(|| stamp(now))
     };
     json!({
         "type": kind,

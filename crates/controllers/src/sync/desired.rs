@@ -11,7 +11,8 @@ use serde_json::Value;
 use crate::annotations::{ADOPT, DEPLOYMENT_REVISION, MANAGED, PROPAGATION, REPLICAS};
 
 /// A member copy as this controller writes it: its JSON text, and which version of it this
-/// is (a hash of the text).
+/// is (a hash of the text; for a share of a spread object, a hash of the object's own print
+/// and the share, which say as much and cost no text).
 pub struct Desired {
     pub text: Vec<u8>,
     pub print: u64,
@@ -43,7 +44,7 @@ impl Desired {
     /// the marker), and everything but metadata and status; `spec` in place of the object's
     /// when given (a cluster's share of a spread object). Written straight from the
     /// federated object (each member's reconcile makes one; no copy of the object is built).
-    pub fn new(object: &DynamicObject, spec: Option<&Value>) -> Desired {
+    fn text(object: &DynamicObject, spec: Option<&Value>) -> Vec<u8> {
         let mut out: BTreeMap<&str, Part> = BTreeMap::new();
         if let Some(t) = &object.types {
             out.insert("apiVersion", Part::Text(&t.api_version));
@@ -82,7 +83,12 @@ impl Desired {
             namespace: meta.namespace.as_deref(),
         };
         out.insert("metadata", Part::Meta(metadata));
-        let text = serde_json::to_vec(&out).expect("JSON values serialize");
+        serde_json::to_vec(&out).expect("JSON values serialize")
+    }
+
+    /// The copy of `object` as it is.
+    pub fn of(object: &DynamicObject) -> Desired {
+        let text = Desired::text(object, None);
         let mut h = std::hash::DefaultHasher::new();
         text.hash(&mut h);
         Desired {
@@ -91,9 +97,12 @@ impl Desired {
         }
     }
 
-    /// The copy of `object` as it is.
-    pub fn of(object: &DynamicObject) -> Desired {
-        Desired::new(object, None)
+    /// A copy of `object` with `spec` in place of its own: a share, which `print` names.
+    pub fn shaped(object: &DynamicObject, spec: &Value, print: u64) -> Desired {
+        Desired {
+            text: Desired::text(object, Some(spec)),
+            print,
+        }
     }
 
     /// The copy as a JSON value, to compare with what a member holds.
@@ -166,9 +175,9 @@ mod tests {
         merge(&mut member, &want);
         assert!(covers(&member, &want));
         assert_eq!(member["spec"]["clusterIP"], "10.96.0.10");
-        // A share's spec in place of the object's is another version of the copy.
-        let shared = Desired::new(&fed, Some(&json!({"ports": []})));
+        // A share's spec in place of the object's.
+        let shared = Desired::shaped(&fed, &json!({"ports": []}), 7);
         assert_eq!(shared.object()["spec"], json!({"ports": []}));
-        assert_ne!(shared.print, Desired::of(&fed).print);
+        assert_eq!(shared.object()["metadata"], want["metadata"]);
     }
 }

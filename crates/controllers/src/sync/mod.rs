@@ -24,7 +24,7 @@ mod schedule;
 mod watch;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::hash::{Hash as _, Hasher as _};
+use std::hash::Hasher as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -75,8 +75,8 @@ pub struct SyncController {
     /// changed while it was starting is not kept.
     ready: Mutex<BTreeMap<String, BTreeMap<String, String>>>,
     /// What each federated object's copies are made of, and which object it is, as last
-    /// sent to the members.
-    fingerprints: Mutex<HashMap<Key, Fingerprint>>,
+    /// sent to the members, with a hash of the resourceVersion it was seen at.
+    fingerprints: Mutex<HashMap<Key, (Fingerprint, u64)>>,
     reporter: Reporter,
     stage: schedule::Stage,
 }
@@ -109,6 +109,18 @@ impl std::fmt::Display for LookAgain {
 }
 
 impl std::error::Error for LookAgain {}
+
+/// The print of a copy shaped for `share` (`exists`: over a copy there), from the print
+/// of the object's copy as it is.
+fn share_print(object: u64, share: &Share, exists: bool) -> u64 {
+    hash(&(object, share, exists))
+}
+
+fn hash(value: &impl std::hash::Hash) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    value.hash(&mut h);
+    h.finish()
+}
 
 fn not_found(e: kube::Error) -> Result<(), kube::Error> {
     match e {
@@ -207,12 +219,17 @@ impl SyncController {
         loop {
             tokio::select! {
                 Some(key) = fed_rx.recv() => {
-                    if self.types[key.0].scheduling.is_some() {
-                        // Its shares first; the stage tells the members.
-                        let _ = stage.send(key.clone());
-                    } else if self.changed_for_members(&key) {
-                        for m in self.members() {
-                            let _ = m.keys.send(key.clone());
+                    // What its copies are made of changed (its finalizers, states or status
+                    // alone do not: most events are of this controller's own writes).
+                    if self.changed_for_members(&key) {
+                        if self.types[key.0].scheduling.is_some() {
+                            // Its shares first; the stage tells the members.
+                            self.stage.changed(&key);
+                            let _ = stage.send(key.clone());
+                        } else {
+                            for m in self.members() {
+                                let _ = m.keys.send(key.clone());
+                            }
                         }
                     }
                     let _ = finalize.send(key);
@@ -228,21 +245,22 @@ impl SyncController {
     /// gone, or another one under its name (deleted and created again), also drops the
     /// states known of it: they are not the new object's to keep from being reported.
     fn changed_for_members(&self, key: &Key) -> bool {
-        let fingerprint = self.federated(key).map(|o| {
+        let seen_at = self.federated(key).map(|o| {
             let adopt = o.annotations().get(ADOPT).is_some_and(|v| v == "true");
-            let mut uid = std::hash::DefaultHasher::new();
-            o.metadata.uid.hash(&mut uid);
-            Fingerprint {
+            let fingerprint = Fingerprint {
                 print: Desired::of(&o).print,
                 adopt,
-                uid: uid.finish(),
-            }
+                uid: hash(&o.metadata.uid),
+            };
+            (fingerprint, hash(&o.metadata.resource_version))
         });
+        let fingerprint = seen_at.map(|(f, _)| f);
         let mut seen = self.fingerprints.lock().expect("not poisoned");
-        let before = match fingerprint {
+        let before = match seen_at {
             Some(f) => seen.insert(key.clone(), f),
             None => seen.remove(key),
-        };
+        }
+        .map(|(f, _)| f);
         drop(seen);
         if before.is_some_and(|b| Some(b.uid) != fingerprint.map(|f| f.uid)) {
             self.reporter.forget(key);
@@ -289,25 +307,54 @@ impl SyncController {
         .await;
     }
 
-    /// The member copy of `object` for type `t`: as the object is, or shaped for a share.
-    fn desired(
+    /// The spec of a member copy of `object` shaped for its share, for a spread type.
+    fn shaped(
         &self,
         t: &FederatedType,
         object: &DynamicObject,
         share: Option<&Share>,
         exists: bool,
-    ) -> Desired {
-        match (share, &t.scheduling) {
-            (Some(share), Some(s)) => {
-                let mut spec = object
-                    .data
-                    .get("spec")
-                    .cloned()
-                    .unwrap_or_else(|| json!({}));
-                s.shape(&mut spec, share, exists);
-                Desired::new(object, Some(&spec))
+    ) -> Option<Value> {
+        let (share, scheduling) = (share?, t.scheduling.as_ref()?);
+        let mut spec = object
+            .data
+            .get("spec")
+            .cloned()
+            .unwrap_or_else(|| json!({}));
+        scheduling.shape(&mut spec, share, exists);
+        Some(spec)
+    }
+
+    /// The print of the copy of `object` as it is: its fingerprint's, when that was taken of
+    /// this version of it (the usual case), else made anew.
+    fn object_print(&self, key: &Key, object: &DynamicObject) -> u64 {
+        let version = hash(&object.metadata.resource_version);
+        let fingerprints = self.fingerprints.lock().expect("not poisoned");
+        match fingerprints.get(key) {
+            Some((f, v)) if *v == version => f.print,
+            _ => {
+                drop(fingerprints);
+                Desired::of(object).print
             }
-            _ => Desired::of(object),
+        }
+    }
+
+    /// The member copy of `object` for type `t`: as the object is, or shaped for a share
+    /// (with the shaped spec).
+    fn desired(
+        &self,
+        key: &Key,
+        t: &FederatedType,
+        object: &DynamicObject,
+        share: Option<&Share>,
+        exists: bool,
+    ) -> (Desired, Option<Value>) {
+        match (share, self.shaped(t, object, share, exists)) {
+            (Some(share), Some(spec)) => {
+                let print = share_print(self.object_print(key, object), share, exists);
+                (Desired::shaped(object, &spec, print), Some(spec))
+            }
+            _ => (Desired::of(object), None),
         }
     }
 
@@ -357,7 +404,8 @@ impl SyncController {
             Some(_) => *s != Share::None,
             None => s.creates(),
         });
-        let Desired { text, print } = self.desired(t, &object, share.as_ref(), copy.is_some());
+        let (Desired { text, print }, spec) =
+            self.desired(key, t, &object, share.as_ref(), copy.is_some());
         // Writes a copy, and records what the member then holds.
         let write = |request, summary: Option<Arc<crate::federatedtypes::Summary>>| async {
             let writing = copies.begin(ns, name);
@@ -390,9 +438,8 @@ impl SyncController {
             (true, None) if !placed => "NotScheduled",
             (true, None) => {
                 // What a new copy reports: nothing yet, at the generation it is made with.
-                let summary = (t.scheduling.as_ref()).map(|s| {
-                    Arc::new(s.summarize(&serde_json::from_slice(&text).unwrap_or_default()))
-                });
+                let summary =
+                    (t.scheduling.as_ref()).map(|s| Arc::new(s.summarize(&json!({"spec": spec}))));
                 let create = request.create(&PostParams::default(), text)?;
                 match write(create, summary).await {
                     Ok(_) => {}
@@ -463,7 +510,7 @@ impl SyncController {
             },
             None => None,
         };
-        let want = self.desired(t, &object, share.as_ref(), true);
+        let (want, _) = self.desired(key, t, &object, share.as_ref(), true);
         let holds = covers(&copy, &want.object()).then_some(want.print);
         Judgement { holds, summary }
     }

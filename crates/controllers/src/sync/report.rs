@@ -74,6 +74,8 @@ pub(super) struct Reporter {
     states: Mutex<HashMap<Key, States>>,
     /// The [`REPLICAS`] annotation of each spread object, as last made.
     views: Mutex<HashMap<Key, String>>,
+    /// The status of each spread object, as last reported.
+    statuses: Mutex<HashMap<Key, Value>>,
     /// What is not written yet, by object; the publisher batches it.
     unpublished: Mutex<BTreeMap<Key, Pending>>,
     publish: Notify,
@@ -84,6 +86,7 @@ impl Reporter {
     pub fn forget(&self, key: &Key) {
         self.states.lock().expect("not poisoned").remove(key);
         self.views.lock().expect("not poisoned").remove(key);
+        self.statuses.lock().expect("not poisoned").remove(key);
         self.unpublished.lock().expect("not poisoned").remove(key);
     }
 
@@ -97,6 +100,30 @@ impl Reporter {
         );
         self.publish.notify_one();
     }
+}
+
+/// Whether `have` is `next`, a null in `next` saying "absent".
+fn same(have: Option<&Value>, next: &Value) -> bool {
+    match (have, next) {
+        (have, Value::Null) => have.is_none_or(Value::is_null),
+        (Some(Value::Object(h)), Value::Object(n)) => {
+            n.iter().all(|(k, v)| same(h.get(k), v))
+                && h.keys().all(|k| n.get(k).is_some_and(|v| !v.is_null()))
+        }
+        (Some(Value::Array(h)), Value::Array(n)) => {
+            h.len() == n.len() && h.iter().zip(n).all(|(h, n)| same(Some(h), n))
+        }
+        (have, next) => have == Some(next),
+    }
+}
+
+/// Whether a status differs from `next` in a field `next` sets (others are not this
+/// controller's).
+fn differs(current: Option<&Value>, next: &Value) -> bool {
+    let fields = next.as_object().into_iter().flatten();
+    !fields
+        .into_iter()
+        .all(|(k, v)| same(current.and_then(|c| c.get(k)), v))
 }
 
 impl SyncController {
@@ -139,8 +166,16 @@ impl SyncController {
         self.reporter.pend(key, |p| p.view = true);
     }
 
-    /// Records a spread object's status, to write through `/status`.
-    pub(super) fn report_status(&self, key: &Key, status: Value) {
+    /// Records a spread object's status, written through `/status` if it differs from the
+    /// last one reported (else from the one `stored`): a status reported but not written
+    /// yet is not the one stored.
+    pub(super) fn report_status(&self, key: &Key, status: Value, stored: Option<&Value>) {
+        let mut statuses = self.reporter.statuses.lock().expect("not poisoned");
+        if !differs(statuses.get(key).or(stored), &status) {
+            return;
+        }
+        statuses.insert(key.clone(), status.clone());
+        drop(statuses);
         self.reporter.pend(key, |p| p.status = Some(status));
     }
 
@@ -299,5 +334,47 @@ impl SyncController {
             tracing::debug!(?key, error = %e, "recording an event");
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_status_differs_only_in_what_this_controller_writes() {
+        let cases = [
+            // (stored, next, differs)
+            (json!(null), json!({"replicas": null}), false),
+            (json!({"replicas": 3}), json!({"replicas": 3}), false),
+            (json!({"replicas": 3}), json!({"replicas": 4}), true),
+            (json!({"replicas": 3}), json!({"replicas": null}), true),
+            // A field others write is theirs.
+            (
+                json!({"replicas": 3, "collisionCount": 1}),
+                json!({"replicas": 3}),
+                false,
+            ),
+            // Within a field, null is absent and anything else counts.
+            (
+                json!({"c": [{"x": 1}]}),
+                json!({"c": [{"x": 1, "y": null}]}),
+                false,
+            ),
+            (
+                json!({"c": [{"x": 1, "z": 2}]}),
+                json!({"c": [{"x": 1}]}),
+                true,
+            ),
+            (
+                json!({"c": [{"x": 1}]}),
+                json!({"c": [{"x": 1}, {"x": 2}]}),
+                true,
+            ),
+        ];
+        for (stored, next, want) in cases {
+            let stored = Some(&stored).filter(|s| !s.is_null());
+            assert_eq!(differs(stored, &next), want, "{stored:?} {next}");
+        }
     }
 }

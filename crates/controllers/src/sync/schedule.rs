@@ -10,7 +10,7 @@
 //! alone changes an input (a Pod reaching the unschedulable threshold, an HPA leaving its
 //! forbidden window).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,7 +26,7 @@ use tokio::time::Instant;
 use super::queue::{Next, drain};
 use super::report::Text;
 use super::watch::merge_patch;
-use super::{Member, SyncController};
+use super::{Member, SyncController, share_print};
 use crate::annotations::{HPA_TARGET_CLUSTERS, REPLICAS};
 use crate::copies::{Copy, Key, key_of};
 use crate::federatedtypes::{self, Candidate, Problem, ReplicaCounts, Share, Summary, Targets};
@@ -43,6 +43,8 @@ pub(super) struct Stage {
     placed: Mutex<HashMap<Key, Arc<Placed>>>,
     /// By object and cluster, copies with fewer replicas ready than asked for.
     lagging: Mutex<HashMap<Key, BTreeMap<Text, Probe>>>,
+    /// Objects changed in what their copies are made of since they were last planned.
+    dirty: Mutex<HashSet<Key>>,
     /// When each object is to be looked at again.
     rechecks: Mutex<HashMap<Key, Instant>>,
     /// The last problem told of each object.
@@ -74,8 +76,15 @@ impl Stage {
             .cloned()
     }
 
+    /// Notes that an object changed in what its copies are made of: its next planning tells
+    /// every member.
+    pub fn changed(&self, key: &Key) {
+        self.dirty.lock().expect("not poisoned").insert(key.clone());
+    }
+
     fn forget(&self, key: &Key) {
         self.placed.lock().expect("not poisoned").remove(key);
+        self.dirty.lock().expect("not poisoned").remove(key);
         self.lagging.lock().expect("not poisoned").remove(key);
         self.problems.lock().expect("not poisoned").remove(key);
         self.rechecks.lock().expect("not poisoned").remove(key);
@@ -88,30 +97,6 @@ enum Room {
     List,
     Known(Option<i64>),
     Wait(Duration),
-}
-
-/// Whether the stored status differs from `next` in a field `next` sets (a null: absent).
-fn differs(current: Option<&Value>, next: &Value) -> bool {
-    let Some(fields) = next.as_object() else {
-        return false;
-    };
-    fields.iter().any(|(k, v)| {
-        let have = current.and_then(|c| c.get(k)).unwrap_or(&Value::Null);
-        have != &strip_nulls(v)
-    })
-}
-
-fn strip_nulls(v: &Value) -> Value {
-    match v {
-        Value::Object(m) => Value::Object(
-            m.iter()
-                .filter(|(_, v)| !v.is_null())
-                .map(|(k, v)| (k.clone(), strip_nulls(v)))
-                .collect(),
-        ),
-        Value::Array(items) => Value::Array(items.iter().map(strip_nulls).collect()),
-        other => other.clone(),
-    }
 }
 
 impl SyncController {
@@ -172,7 +157,6 @@ impl SyncController {
         let Some(object) = live else {
             // Going: the finalizer sees to it; gone: nothing to keep.
             if self.federated(key).is_none() {
-                self.changed_for_members(key);
                 self.stage.forget(key);
             }
             return Ok(());
@@ -180,7 +164,7 @@ impl SyncController {
         if self.waiting_for_members() {
             return Ok(());
         }
-        let changed = self.changed_for_members(key);
+        let changed = self.stage.dirty.lock().expect("not poisoned").remove(key);
         let mut members = self.members();
         members.sort_by(|a, b| a.name.cmp(&b.name));
         let selector = match Selector::of(object.metadata.annotations.as_ref()) {
@@ -224,12 +208,10 @@ impl SyncController {
             .collect();
 
         // The shares, kept for the members; those whose share moved are told.
-        let prints = match &before {
-            Some(b) if !changed && b.shares == shares => b.prints.clone(),
-            _ => (shares.iter())
-                .map(|(c, s)| (c.clone(), self.desired(t, &object, Some(s), true).print))
-                .collect(),
-        };
+        let base = self.object_print(key, &object);
+        let prints = (shares.iter())
+            .map(|(c, s)| (c.clone(), share_print(base, s, true)))
+            .collect();
         let placed = Arc::new(Placed { shares, prints });
         self.stage
             .placed
@@ -280,9 +262,7 @@ impl SyncController {
             })
             .collect();
         let status = scheduling.status(&object, &views, now);
-        if differs(object.data.get("status"), &status) {
-            self.report_status(key, status);
-        }
+        self.report_status(key, status, object.data.get("status"));
         let view: BTreeMap<&str, Value> = (views.iter())
             .filter(|m| *m.share != Share::None)
             .map(|m| (m.name, scheduling.view(m.share, m.summary)))

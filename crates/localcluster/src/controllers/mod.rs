@@ -63,6 +63,16 @@ pub struct Controllers {
     pub next_pod_ip: std::sync::atomic::AtomicU32,
 }
 
+/// Where the workloads are stored: what their loops follow, and nothing else does.
+const WORKLOADS: [&str; 6] = [
+    "pods",
+    "replicasets",
+    "deployments",
+    "daemonsets",
+    "jobs",
+    "horizontalpodautoscalers",
+];
+
 /// How often pending work is looked at again without an event: Pods waiting for room,
 /// HPAs following their targets.
 const RESYNC_PENDING: Duration = Duration::from_secs(2);
@@ -200,8 +210,10 @@ impl Controllers {
             (Some(a), None) => ("", a),
             _ => return,
         };
-        // Only what the loops follow is parsed: ConfigMaps and the like pass by.
-        if !CACHED.contains(&storage) && !matches!(storage, "secrets" | "namespaces") {
+        // Only what the loops follow is parsed: ConfigMaps and the like pass by, and
+        // workloads when they do not run.
+        let followed = CACHED.contains(&storage) || matches!(storage, "secrets" | "namespaces");
+        if !followed || (!self.simulation.workloads && WORKLOADS.contains(&storage)) {
             return;
         }
         let kv = match event.kind {
@@ -308,6 +320,18 @@ impl Controllers {
         (l, namespace, name): &Work,
         queue: &mut Queue,
     ) -> Result<(), ApiError> {
+        let workload = matches!(
+            l,
+            Loop::Pod
+                | Loop::ReplicaSet
+                | Loop::DaemonSet
+                | Loop::Job
+                | Loop::Deployment
+                | Loop::Hpa
+        );
+        if workload && !self.simulation.workloads {
+            return Ok(());
+        }
         match l {
             Loop::Namespace => accounts::namespace(self, name).await,
             Loop::ServiceAccount => accounts::service_account(self, namespace, name).await,
