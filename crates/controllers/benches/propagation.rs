@@ -41,13 +41,13 @@ use std::time::{Duration, Instant};
 
 use common::support::{self, Env, FEDERATION_TOKEN};
 use common::{
-    CONFIGMAPS, Copies, NAMESPACE, PREFIX, Phase, STALL, create_all, kind, name_of, observe,
-    start_manager, stored, until_quiet, verdict, write_all,
+    CONFIGMAPS, Copies, NAMESPACE, PREFIX, Phase, STALL, create_all, direct_writes, kind, name_of,
+    observe, start_manager, stored, until_quiet, verdict, write_all,
 };
 use fellowship_apiserver::App;
 use fellowship_apiserver::objects::present;
 use fellowship_controllers::annotations::PROPAGATION;
-use fellowship_localcluster::{Fleet, FleetConfig};
+use fellowship_localcluster::FleetConfig;
 use fellowship_testkit::https::{Target, configmap, request, send};
 use fellowship_testkit::{cpu_time, env_number, mib};
 
@@ -204,39 +204,17 @@ fn main() {
 
     // Baseline: the same writes straight to an identical fleet, which then goes away.
     let total_copies = clusters * burst;
-    let (direct, direct_cpu) = env.runtime.block_on(async {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let fleet = Fleet::start(FleetConfig::numbered(clusters, &[]), dir.path(), None)
-            .await
-            .expect("the baseline fleet");
-        let names: Arc<Vec<String>> = Arc::new(
-            (0..burst)
-                .map(|i| format!("{PREFIX}direct-{i:06}"))
-                .collect(),
-        );
-        let cpu = cpu_time(None);
-        let started = Instant::now();
-        let writers: Vec<_> = fleet
-            .clusters
-            .iter()
-            .map(|c| {
-                let target = Arc::new(Target::new(c.port, fleet.ca_pem.as_bytes()));
-                tokio::spawn(create_all(
-                    target,
-                    c.token.clone(),
-                    names.clone(),
-                    connections,
-                ))
-            })
-            .collect();
-        for w in writers {
-            w.await.expect("a cluster's writers panicked");
-        }
-        let took = started.elapsed();
-        let cpu = cpu_time(None).saturating_sub(cpu);
-        fleet.stop();
-        (took, cpu)
-    });
+    let direct_names: Arc<Vec<String>> = Arc::new(
+        (0..burst)
+            .map(|i| format!("{PREFIX}direct-{i:06}"))
+            .collect(),
+    );
+    let (direct, direct_cpu) = env.runtime.block_on(direct_writes(
+        FleetConfig::numbered(clusters, &[]),
+        direct_names,
+        connections,
+        |_, token, name| vec![(request(token, "POST", CONFIGMAPS, configmap(name)), 201)],
+    ));
     println!(
         "baseline: {total_copies} ConfigMaps written directly ({burst} to each of {clusters} clusters, {connections} connections each) in {:.2} s: {:.0} objects/s, {:.0} us of CPU each (load client and servers)",
         direct.as_secs_f64(),

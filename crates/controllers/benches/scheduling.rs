@@ -33,15 +33,15 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::support::{Env, FEDERATION_TOKEN};
 use common::{
-    Copies, NAMESPACE, PREFIX, Phase, create_all, follow_store, kind, name_of, observe,
-    start_manager, until_quiet, verdict, write_all,
+    CONFIGMAPS, Copies, NAMESPACE, PREFIX, Phase, create_all, direct_writes, follow_store, kind,
+    name_of, observe, start_manager, until_quiet, verdict, write_all,
 };
 use fellowship_apiserver::objects::present;
 use fellowship_controllers::planner::{self, Preferences};
 use fellowship_localcluster::FleetConfig;
 use fellowship_storage::KeyValue;
 use fellowship_testkit::env_number;
-use fellowship_testkit::https::{Target, request};
+use fellowship_testkit::https::{Target, configmap, request};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -221,6 +221,56 @@ fn main() {
     let token = FEDERATION_TOKEN.to_string();
     let all: Vec<&str> = names.iter().map(String::as_str).collect();
     let objects: Vec<(String, String, i64)> = (0..count).map(|i| nth(i, &names)).collect();
+    // Each cluster's share of each Deployment, as planned over all the clusters.
+    let mut planned = HashMap::new();
+    for (name, preferences, replicas) in &objects {
+        for (c, n) in shares(preferences, *replicas, &all, &BTreeMap::new(), name) {
+            let index = names.iter().position(|x| *x == c).expect("a cluster");
+            planned.insert((index, name.clone()), n);
+        }
+    }
+    let planned = Arc::new(planned);
+
+    // The members' own work, whatever the controller: as many ConfigMaps, then Deployments
+    // (each cluster's share), written straight to an identical fleet.
+    let object_names: Arc<Vec<String>> = Arc::new(objects.iter().map(|o| o.0.clone()).collect());
+    let (members_configmaps, members_deployments) = env.runtime.block_on(async {
+        let fleet = || {
+            let mut fleet = FleetConfig::numbered(clusters, &[]);
+            fleet.simulation.workloads = false;
+            fleet
+        };
+        let configmaps = direct_writes(
+            fleet(),
+            object_names.clone(),
+            connections,
+            |_, token, name| vec![(request(token, "POST", CONFIGMAPS, configmap(name)), 201)],
+        )
+        .await;
+        let planned = planned.clone();
+        let preferences: Arc<HashMap<String, String>> =
+            Arc::new(objects.iter().map(|o| (o.0.clone(), o.1.clone())).collect());
+        let deployments = direct_writes(
+            fleet(),
+            object_names.clone(),
+            connections,
+            move |i, token, name| {
+                let body = deployment(name, &preferences[name], planned[&(i, name.to_string())]);
+                vec![(request(token, "POST", DEPLOYMENTS, body), 201)]
+            },
+        )
+        .await;
+        (configmaps, deployments)
+    });
+    let members_ratio = members_deployments.0.as_secs_f64() / members_configmaps.0.as_secs_f64();
+    println!(
+        "the members' own work: {} ConfigMaps written straight to them in {:.2} s ({:.2} s of CPU), as many Deployments in {:.2} s ({:.2} s of CPU): {members_ratio:.2} times as long",
+        count * clusters,
+        members_configmaps.0.as_secs_f64(),
+        members_configmaps.1.as_secs_f64(),
+        members_deployments.0.as_secs_f64(),
+        members_deployments.1.as_secs_f64(),
+    );
 
     let configmaps = Arc::new(Copies::new(clusters));
     let members = Arc::new(Members::default());
@@ -269,16 +319,8 @@ fn main() {
 
         // Burst: Deployments, each cluster's copy with its share.
         let phase = Phase::start(&env, &manager).await;
-        let empty = BTreeMap::new();
-        let mut want = HashMap::new();
-        for (name, preferences, replicas) in &objects {
-            for (c, n) in shares(preferences, *replicas, &all, &empty, name) {
-                let index = names.iter().position(|x| *x == c).expect("a cluster");
-                want.insert((index, name.clone()), n);
-            }
-        }
         let burst = Arc::new(Copies::new(clusters));
-        members.expect(want, burst.clone());
+        members.expect((*planned).clone(), burst.clone());
         let bodies: Arc<HashMap<String, Bytes>> = Arc::new(
             objects.iter().map(|(n, p, r)| (n.clone(), deployment(n, p, *r))).collect(),
         );
@@ -305,6 +347,10 @@ fn main() {
                             "  against the ConfigMap burst ({:.2} s): {ratio:.2} (target: scheduling adds at most 20 %, <= 1.20): {}",
                             base.as_secs_f64(),
                             verdict(ratio <= 1.2)
+                        );
+                        println!(
+                            "  the members alone take {members_ratio:.2} times as long for these Deployments as for ConfigMaps: beyond that, scheduling adds {:.0} %",
+                            (ratio / members_ratio - 1.0) * 100.0
                         );
                     }
                     None => println!("  against the ConfigMap burst: none to compare with: MISSED"),

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use fellowship_apimachinery::ResourceKind;
 use fellowship_apiserver::App;
+use fellowship_localcluster::{Fleet, FleetConfig};
 use fellowship_storage::{Error as StoreError, EventKind, KeyValue, ListOptions};
 use fellowship_testkit::https::{Target, configmap, request, send};
 use fellowship_testkit::{cpu_time, memory, mib, reset_peak_memory};
@@ -199,6 +200,43 @@ pub async fn write_all(
     for t in tasks {
         t.await.expect("a writer panicked");
     }
+}
+
+/// Writes, for each of `names`, the requests `requests` makes of it for a cluster (its
+/// index and token), straight to every cluster of a fresh fleet of `config` (which then
+/// goes), `connections` per cluster: how long the writes took and the CPU they cost (load
+/// client and servers).
+pub async fn direct_writes(
+    config: FleetConfig,
+    names: Arc<Vec<String>>,
+    connections: usize,
+    requests: impl Fn(usize, &str, &str) -> Vec<(Request<Full<Bytes>>, u16)>
+    + Send
+    + Sync
+    + Clone
+    + 'static,
+) -> (Duration, Duration) {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let fleet = Fleet::start(config, dir.path(), None)
+        .await
+        .expect("the baseline fleet");
+    let cpu = cpu_time(None);
+    let started = Instant::now();
+    let writers: Vec<_> = (fleet.clusters.iter().enumerate())
+        .map(|(i, c)| {
+            let target = Arc::new(Target::new(c.port, fleet.ca_pem.as_bytes()));
+            let (token, requests) = (c.token.clone(), requests.clone());
+            let each = move |name: &str| requests(i, &token, name);
+            tokio::spawn(write_all(target, names.clone(), connections, each))
+        })
+        .collect();
+    for w in writers {
+        w.await.expect("a cluster's writers panicked");
+    }
+    let took = started.elapsed();
+    let cpu = cpu_time(None).saturating_sub(cpu);
+    fleet.stop();
+    (took, cpu)
 }
 
 /// The resource of `plural` a server serves, in its core or `apps` group.
