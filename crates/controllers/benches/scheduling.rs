@@ -117,10 +117,11 @@ impl Members {
         let mut s = self.state.lock().expect("not poisoned");
         let key = (cluster, name.to_string());
         s.replicas.insert(key.clone(), replicas);
-        if s.want.get(&key) == Some(&replicas) && s.done.insert(key) {
-            if let Some(t) = &s.tally {
-                t.add(name, at);
-            }
+        if s.want.get(&key) == Some(&replicas)
+            && s.done.insert(key)
+            && let Some(t) = &s.tally
+        {
+            t.add(name, at);
         }
     }
 
