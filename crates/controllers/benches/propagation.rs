@@ -191,12 +191,7 @@ fn main() {
     let limit = Duration::from_secs(env_number("FELLOWSHIP_BENCH_TIMEOUT", 900) as u64);
 
     let env = Env::start_with(clusters);
-    let names: Vec<String> = env
-        .fleet
-        .clusters
-        .iter()
-        .map(|c| c.config.name.clone())
-        .collect();
+    let names: Vec<String> = env.cluster_names();
     println!(
         "propagation benchmark: {clusters} local member clusters and the federation API server in this process, the controller manager a child process; 2 cores"
     );

@@ -194,12 +194,7 @@ fn main() {
     let mut fleet = FleetConfig::numbered(clusters, &[]);
     fleet.simulation.workloads = false;
     let mut env = Env::start_fleet(fleet);
-    let names: Vec<String> = env
-        .fleet
-        .clusters
-        .iter()
-        .map(|c| c.config.name.clone())
-        .collect();
+    let names: Vec<String> = env.cluster_names();
     for name in &names {
         env.join(name);
     }

@@ -34,34 +34,14 @@ fn start(env: &Env, flags: &[&str]) -> Manager {
     manager
 }
 
-/// kubectl, which must succeed; what it printed.
-fn ok(env: &Env, context: &str, args: &[&str]) -> String {
-    let (ok, out) = env.kubectl(context, args);
-    assert!(ok, "kubectl --context={context} {args:?}: {out}");
-    out
-}
-
-/// `kubectl get WHAT -o json`, or None if not found.
-fn get(env: &Env, context: &str, what: &[&str]) -> Option<Value> {
-    let mut args = vec!["get"];
-    args.extend(what);
-    args.extend(["-o", "json"]);
-    let (ok, out) = env.kubectl(context, &args);
-    if !ok {
-        assert!(out.contains("NotFound"), "{context} {what:?}: {out}");
-        return None;
-    }
-    let first = serde_json::Deserializer::from_str(&out)
-        .into_iter::<Value>()
-        .next();
-    Some(first.and_then(Result::ok).expect("kubectl prints JSON"))
-}
-
 /// Each member's `spec.replicas` of an object (None: no copy there), in [`CLUSTERS`] order.
 fn shares(env: &Env, what: &[&str]) -> Vec<Option<i64>> {
     CLUSTERS
         .iter()
-        .map(|c| get(env, c, what).map(|o| o["spec"]["replicas"].as_i64().unwrap_or(1)))
+        .map(|c| {
+            env.get(c, what)
+                .map(|o| o["spec"]["replicas"].as_i64().unwrap_or(1))
+        })
         .collect()
 }
 
@@ -76,7 +56,7 @@ fn field(env: &Env, what: &[&str], path: &str) -> String {
     args.extend(what);
     let jsonpath = format!("jsonpath={path}");
     args.extend(["-o", &jsonpath]);
-    ok(env, "federation", &args)
+    env.ok("federation", &args)
 }
 
 fn until_field(env: &Env, what: &[&str], path: &str, want: &str) {
@@ -106,8 +86,7 @@ fn workload(kind: &str, name: &str, replicas: i64, annotations: Value, spec: Val
 
 /// The events of a federated object, as `reason: message` lines.
 fn events(env: &Env, name: &str) -> String {
-    ok(
-        env,
+    env.ok(
         "federation",
         &[
             "get",
@@ -126,8 +105,7 @@ fn deployments_spread_and_the_federation_reports_their_rollout() {
     let env = Env::start();
     let _manager = start(&env, &[]);
     let web = ["deployments.apps", "web"];
-    ok(
-        &env,
+    env.ok(
         "federation",
         &[
             "create",
@@ -145,7 +123,7 @@ fn deployments_spread_and_the_federation_reports_their_rollout() {
         "{.status.readyReplicas}/{.spec.replicas}",
         "9/9",
     );
-    let table = ok(&env, "federation", &["get", "deploy", "web"]);
+    let table = env.ok("federation", &["get", "deploy", "web"]);
     assert!(
         table
             .lines()
@@ -153,8 +131,7 @@ fn deployments_spread_and_the_federation_reports_their_rollout() {
             .is_some_and(|l| l.split_whitespace().nth(1) == Some("9/9")),
         "{table}"
     );
-    let out = ok(
-        &env,
+    let out = env.ok(
         "federation",
         &["rollout", "status", "deploy/web", "--timeout=60s"],
     );
@@ -174,7 +151,7 @@ fn deployments_spread_and_the_federation_reports_their_rollout() {
         },
         "the replicas annotation",
     );
-    let status = get(&env, "federation", &web).unwrap()["status"].clone();
+    let status = env.get("federation", &web).unwrap()["status"].clone();
     assert_eq!(status["observedGeneration"], 1, "{status}");
     let conditions = status["conditions"].as_array().unwrap();
     assert!(
@@ -199,7 +176,7 @@ fn deployments_spread_and_the_federation_reports_their_rollout() {
     // Scaled in the federation: planned again. Without rebalance the clusters first in the
     // planner's order keep what they run, so scaling down to 6 empties one; back up to 12,
     // the replicas spread evenly again.
-    ok(&env, "federation", &["scale", "deploy/web", "--replicas=6"]);
+    env.ok("federation", &["scale", "deploy/web", "--replicas=6"]);
     until(
         || {
             let mut s = shares(&env, &web);
@@ -214,27 +191,21 @@ fn deployments_spread_and_the_federation_reports_their_rollout() {
         "{.status.readyReplicas}/{.status.replicas}",
         "6/6",
     );
-    ok(
-        &env,
-        "federation",
-        &["scale", "deploy/web", "--replicas=12"],
-    );
+    env.ok("federation", &["scale", "deploy/web", "--replicas=12"]);
     until_shares(&env, &web, [Some(4); 3]);
 
     // A new image rolls out in every member; rollout status on the federation waits for all.
-    ok(
-        &env,
+    env.ok(
         "federation",
         &["set", "image", "deploy/web", "nginx=nginx:1.27"],
     );
-    let out = ok(
-        &env,
+    let out = env.ok(
         "federation",
         &["rollout", "status", "deploy/web", "--timeout=90s"],
     );
     assert!(out.contains("successfully rolled out"), "{out}");
     for c in CLUSTERS {
-        let d = get(&env, c, &web).unwrap();
+        let d = env.get(c, &web).unwrap();
         assert_eq!(
             d["spec"]["template"]["spec"]["containers"][0]["image"], "nginx:1.27",
             "{c}"
@@ -338,23 +309,19 @@ fn preferences_weights_min_max_and_a_selector() {
     );
     until_shares(&env, &rs("star"), [Some(2), Some(2), Some(1)]);
     // Item 17's cascading delete.
-    ok(
-        &env,
-        "federation",
-        &["delete", "rs", "weights", "--wait=false"],
-    );
+    env.ok("federation", &["delete", "rs", "weights", "--wait=false"]);
     until(
         || {
             CLUSTERS
                 .iter()
-                .all(|c| get(&env, c, &rs("weights")).is_none())
+                .all(|c| env.get(c, &rs("weights")).is_none())
         },
         "weights gone from the members",
     );
 
     // A selector and preferences: only the gold clusters, by their weights.
     for c in ["gondor", "rohan"] {
-        ok(&env, "federation", &["label", "cluster", c, "tier=gold"]);
+        env.ok("federation", &["label", "cluster", c, "tier=gold"]);
     }
     let annotations = json!({
         "federation.alpha.kubernetes.io/cluster-selector": r#"[{"key": "tier", "operator": "In", "values": ["gold"]}]"#,
@@ -419,7 +386,10 @@ fn a_stopped_cluster_moves_its_replicas_and_rebalance_decides_their_return() {
     let others = |d: &[&str]| -> Vec<Option<i64>> {
         ["gondor", "rivendell"]
             .iter()
-            .map(|c| get(&env, c, d).map(|o| o["spec"]["replicas"].as_i64().unwrap_or(1)))
+            .map(|c| {
+                env.get(c, d)
+                    .map(|o| o["spec"]["replicas"].as_i64().unwrap_or(1))
+            })
             .collect()
     };
     for d in [&stay, &even] {
@@ -513,7 +483,7 @@ fn jobs_split_and_complete_as_one() {
     until(
         || {
             CLUSTERS.iter().all(|c| {
-                get(&env, c, &pi).is_some_and(|j| {
+                env.get(c, &pi).is_some_and(|j| {
                     (
                         j["spec"]["parallelism"].as_i64(),
                         j["spec"]["completions"].as_i64(),
@@ -527,8 +497,7 @@ fn jobs_split_and_complete_as_one() {
     // The members' Pods carry the federated Job's selector.
     let selector = field(&env, &pi, "{.spec.selector.matchLabels}");
     assert!(selector.contains("controller-uid"), "{selector}");
-    let out = ok(
-        &env,
+    let out = env.ok(
         "federation",
         &[
             "wait",
@@ -540,29 +509,25 @@ fn jobs_split_and_complete_as_one() {
     assert!(out.contains("condition met"), "{out}");
     assert_eq!(field(&env, &pi, "{.status.succeeded}"), "18");
     assert!(!field(&env, &pi, "{.status.completionTime}").is_empty());
-    ok(&env, "federation", &["delete", "job", "pi", "--wait=false"]);
+    env.ok("federation", &["delete", "job", "pi", "--wait=false"]);
     until(
-        || CLUSTERS.iter().all(|c| get(&env, c, &pi).is_none()),
+        || CLUSTERS.iter().all(|c| env.get(c, &pi).is_none()),
         "pi gone from the members",
     );
 
     // Better than the original: the cluster selector is honoured.
-    ok(
-        &env,
-        "federation",
-        &["label", "cluster", "gondor", "tier=gold"],
-    );
+    env.ok("federation", &["label", "cluster", "gondor", "tier=gold"]);
     let gold = json!({"federation.alpha.kubernetes.io/cluster-selector": r#"[{"key": "tier", "operator": "In", "values": ["gold"]}]"#});
     env.apply("federation", &job("gold", gold));
     until(
         || {
-            get(&env, "gondor", &["jobs.batch", "gold"])
+            env.get("gondor", &["jobs.batch", "gold"])
                 .is_some_and(|j| j["spec"]["parallelism"] == 9)
         },
         "the whole Job in gondor",
     );
     for c in ["rivendell", "rohan"] {
-        assert!(get(&env, c, &["jobs.batch", "gold"]).is_none(), "{c}");
+        assert!(env.get(c, &["jobs.batch", "gold"]).is_none(), "{c}");
     }
 }
 
@@ -588,7 +553,7 @@ fn hpas_share_min_and_max_and_the_totals_follow() {
     );
     let hpa = ["horizontalpodautoscalers.autoscaling", "auto"];
     let bounds = |c: &str| {
-        get(&env, c, &hpa).map(|h| {
+        env.get(c, &hpa).map(|h| {
             (
                 h["spec"]["minReplicas"].as_i64().unwrap_or(0),
                 h["spec"]["maxReplicas"].as_i64().unwrap_or(0),
@@ -611,13 +576,12 @@ fn hpas_share_min_and_max_and_the_totals_follow() {
     );
     // gondor's load needs more Pods than its max; the others' need one each.
     let load = "simulation.fellowship.io/cpu-load";
-    ok(
-        &env,
+    env.ok(
         "gondor",
         &["annotate", "hpa", "auto", &format!("{load}=400")],
     );
     for c in ["rivendell", "rohan"] {
-        ok(&env, c, &["annotate", "hpa", "auto", &format!("{load}=10")]);
+        env.ok(c, &["annotate", "hpa", "auto", &format!("{load}=10")]);
     }
     let replicas = |c: &str| {
         field_in(&env, c, &auto, "{.spec.replicas}")
@@ -668,13 +632,9 @@ fn hpas_share_min_and_max_and_the_totals_follow() {
 
     // Deleted with its member HPAs: the target is planned again, its 6 replicas where
     // they run most (no rebalance).
-    ok(
-        &env,
-        "federation",
-        &["delete", "hpa", "auto", "--wait=false"],
-    );
+    env.ok("federation", &["delete", "hpa", "auto", "--wait=false"]);
     until(
-        || CLUSTERS.iter().all(|c| get(&env, c, &hpa).is_none()),
+        || CLUSTERS.iter().all(|c| env.get(c, &hpa).is_none()),
         "the member HPAs gone",
     );
     let list = format!(

@@ -27,30 +27,6 @@ use support::{Env, until};
 const MEMBERS: [&str; 2] = ["gondor", "rohan"];
 const UPDATE: &str = "federation.kubernetes.io/test-federation-crud-update";
 
-/// kubectl, which must succeed; what it printed.
-fn ok(env: &Env, context: &str, args: &[&str]) -> String {
-    let (ok, out) = env.kubectl(context, args);
-    assert!(ok, "kubectl --context={context} {args:?}: {out}");
-    out
-}
-
-/// `kubectl get WHAT -o json` (WHAT: resource, name and any flags), or None if not found.
-fn get(env: &Env, context: &str, what: &[&str]) -> Option<Value> {
-    let mut args = vec!["get"];
-    args.extend(what);
-    args.extend(["-o", "json"]);
-    let (ok, out) = env.kubectl(context, &args);
-    if !ok {
-        assert!(out.contains("NotFound"), "{context} {what:?}: {out}");
-        return None;
-    }
-    // Warnings, if any, follow the object.
-    let first = serde_json::Deserializer::from_str(&out)
-        .into_iter::<Value>()
-        .next();
-    Some(first.and_then(Result::ok).expect("kubectl prints JSON"))
-}
-
 fn annotation<'a>(object: &'a Value, key: &str) -> Option<&'a str> {
     object["metadata"]["annotations"][key].as_str()
 }
@@ -61,7 +37,7 @@ fn until_in_members(env: &Env, what: &[&str], check: impl Fn(&Value) -> bool, ab
         || {
             MEMBERS
                 .iter()
-                .all(|m| get(env, m, what).is_some_and(|o| check(&o)))
+                .all(|m| env.get(m, what).is_some_and(|o| check(&o)))
         },
         &format!("{what:?} {about} in {MEMBERS:?}"),
     );
@@ -70,7 +46,7 @@ fn until_in_members(env: &Env, what: &[&str], check: impl Fn(&Value) -> bool, ab
 /// Waits until the object is gone from each of `contexts`.
 fn until_gone(env: &Env, contexts: &[&str], what: &[&str]) {
     until(
-        || contexts.iter().all(|c| get(env, c, what).is_none()),
+        || contexts.iter().all(|c| env.get(c, what).is_none()),
         &format!("{what:?} gone from {contexts:?}"),
     );
 }
@@ -101,7 +77,9 @@ fn left_alone(env: &Env, objects: &[&[&str]]) {
         let mut all = Vec::new();
         for m in MEMBERS {
             for what in objects {
-                let o = get(env, m, what).unwrap_or_else(|| panic!("{m} {what:?} is there"));
+                let o = env
+                    .get(m, what)
+                    .unwrap_or_else(|| panic!("{m} {what:?} is there"));
                 all.push(format!(
                     "{m} {what:?} {}",
                     o["metadata"]["resourceVersion"].as_str().unwrap_or("")
@@ -139,24 +117,18 @@ fn clusters_and_the_federation_api_alone() {
         env.credentials(&secret, member);
         let name = format!("e2e-{member}");
         env.cluster(&name, &env.fleet.get(member).unwrap().server(), &secret);
-        ok(
-            &env,
-            "federation",
-            &["label", "cluster", &name, "prefix=e2e"],
-        );
+        env.ok("federation", &["label", "cluster", &name, "prefix=e2e"]);
     }
     let names: Vec<String> = members.iter().map(|m| format!("e2e-{m}")).collect();
     let ready: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "Ready")).collect();
     env.until_status(&ready);
-    ok(
-        &env,
+    env.ok(
         "federation",
         &["delete", "clusters", "-l", "prefix=e2e", "--wait=false"],
     );
     until(
         || {
-            let left = ok(
-                &env,
+            let left = env.ok(
                 "federation",
                 &[
                     "get",
@@ -234,13 +206,11 @@ fn clusters_and_the_federation_api_alone() {
             "metadata": {"name": "e2e-replicaset", "namespace": "default"},
             "spec": {"replicas": 1, "template": pod_template("e2e-replicaset")}}),
     );
-    ok(
-        &env,
+    env.ok(
         "federation",
         &["create", "job", "e2e-job", "--image=busybox"],
     );
-    ok(
-        &env,
+    env.ok(
         "federation",
         &["create", "service", "clusterip", "e2e-service", "--tcp=80"],
     );
@@ -251,10 +221,10 @@ fn clusters_and_the_federation_api_alone() {
         &["services", "e2e-service"],
     ];
     for what in objects {
-        assert!(get(&env, "federation", what).is_some(), "{what:?}");
+        assert!(env.get("federation", what).is_some(), "{what:?}");
         let mut delete = vec!["delete", "--wait=false"];
         delete.extend(what);
-        ok(&env, "federation", &delete);
+        env.ok("federation", &delete);
     }
     for what in objects {
         until_gone(&env, &["federation"], what);
@@ -337,7 +307,7 @@ fn every_type_is_created_updated_and_deleted_everywhere() {
         until_in_members(&env, what, |_| true, "created");
     }
     // The namespaces every cluster has are nobody's to propagate: no conflict reported.
-    let default = get(&env, "federation", &["namespaces", "default"]).unwrap();
+    let default = env.get("federation", &["namespaces", "default"]).unwrap();
     assert_eq!(annotation(&default, PROPAGATION), None, "{default}");
     // The seed-era objects reach the members in their current versions, whole.
     until_in_members(
@@ -364,7 +334,7 @@ fn every_type_is_created_updated_and_deleted_everywhere() {
     // member's own admission adds to a Job (written here as it would).
     let service = ["services", "crud-service"];
     let allocated = |m: &str| {
-        let s = get(&env, m, &service).unwrap();
+        let s = env.get(m, &service).unwrap();
         (
             s["spec"]["clusterIP"].clone(),
             s["spec"]["ports"][0]["nodePort"].clone(),
@@ -379,8 +349,7 @@ fn every_type_is_created_updated_and_deleted_everywhere() {
     );
     let job_labels = json!({"metadata": {"labels": {"team.example/added-by-member": "yes"}}});
     for m in MEMBERS {
-        ok(
-            &env,
+        env.ok(
             m,
             &[
                 "patch",
@@ -398,7 +367,7 @@ fn every_type_is_created_updated_and_deleted_everywhere() {
         let mut annotate = vec!["annotate"];
         annotate.extend(what);
         annotate.push("federation.kubernetes.io/test-federation-crud-update=updated");
-        ok(&env, "federation", &annotate);
+        env.ok("federation", &annotate);
     }
     for what in all {
         until_in_members(
@@ -451,7 +420,7 @@ fn every_type_is_created_updated_and_deleted_everywhere() {
     for what in all.iter().filter(|w| w[0] != "secrets") {
         let mut delete = vec!["delete", "--wait=false"];
         delete.extend(*what);
-        ok(&env, "federation", &delete);
+        env.ok("federation", &delete);
     }
     env.runtime
         .block_on(secrets.delete("crud-secret", &DeleteParams::background()))
@@ -463,7 +432,7 @@ fn every_type_is_created_updated_and_deleted_everywhere() {
     // 15: a namespace deleted with propagationPolicy=Orphan goes from the federation with
     // what it holds; the namespace stays in the members (orphaned), and the contents,
     // deleted by the namespace's cleanup with cascade (§4.9), leave them.
-    ok(&env, "federation", &["create", "namespace", "orphaned"]);
+    env.ok("federation", &["create", "namespace", "orphaned"]);
     env.apply(
         "federation",
         &json!({"apiVersion": "extensions/v1beta1", "kind": "ReplicaSet",
@@ -472,8 +441,7 @@ fn every_type_is_created_updated_and_deleted_everywhere() {
     );
     let inside = ["replicasets.apps", "inside", "-n", "orphaned"];
     until_in_members(&env, &inside, |_| true, "created");
-    ok(
-        &env,
+    env.ok(
         "federation",
         &[
             "delete",
@@ -484,10 +452,10 @@ fn every_type_is_created_updated_and_deleted_everywhere() {
         ],
     );
     until_gone(&env, &["federation"], &["namespaces", "orphaned"]);
-    assert!(get(&env, "federation", &inside).is_none());
+    assert!(env.get("federation", &inside).is_none());
     until_gone(&env, &MEMBERS, &inside);
     for m in MEMBERS {
-        assert!(get(&env, m, &["namespaces", "orphaned"]).is_some(), "{m}");
+        assert!(env.get(m, &["namespaces", "orphaned"]).is_some(), "{m}");
     }
 }
 
@@ -511,7 +479,7 @@ fn services_follow_the_deletion_contract() {
         until_in_members(&env, &["services", name], |_| true, "created");
     }
     let allocated = |m: &str, name: &str| {
-        let s = get(&env, m, &["services", name]).unwrap();
+        let s = env.get(m, &["services", name]).unwrap();
         (
             s["spec"]["clusterIP"].clone(),
             s["spec"]["ports"][0]["nodePort"].clone(),
@@ -533,8 +501,7 @@ fn services_follow_the_deletion_contract() {
     let update = json!({"metadata": {"labels": {"tier": "front"}},
         "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080},
             {"name": "https", "port": 443, "targetPort": 8443}]}});
-    ok(
-        &env,
+    env.ok(
         "federation",
         &[
             "patch",
@@ -563,10 +530,12 @@ fn services_follow_the_deletion_contract() {
     left_alone(&env, &[&["services", "svc-cascade"]]);
 
     // 26: deleted directly in a member, it is put back.
-    let uid =
-        |m: &str| get(&env, m, &["services", "svc-cascade"]).map(|s| s["metadata"]["uid"].clone());
+    let uid = |m: &str| {
+        env.get(m, &["services", "svc-cascade"])
+            .map(|s| s["metadata"]["uid"].clone())
+    };
     let first = uid("gondor");
-    ok(&env, "gondor", &["delete", "service", "svc-cascade"]);
+    env.ok("gondor", &["delete", "service", "svc-cascade"]);
     until(
         || uid("gondor").is_some_and(|u| Some(&u) != first.as_ref()),
         "svc-cascade back in gondor",
@@ -583,8 +552,7 @@ fn services_follow_the_deletion_contract() {
             .into_bytes();
     env.runtime.block_on(kube.request_text(request)).unwrap();
     // 24: orphan; 25: no options at all (a bare DELETE, and kube-rs's empty options).
-    ok(
-        &env,
+    env.ok(
         "federation",
         &[
             "delete",
@@ -594,8 +562,7 @@ fn services_follow_the_deletion_contract() {
             "--wait=false",
         ],
     );
-    ok(
-        &env,
+    env.ok(
         "federation",
         &[
             "delete",
@@ -611,10 +578,7 @@ fn services_follow_the_deletion_contract() {
     for name in ["svc-orphan", "svc-raw", "svc-empty"] {
         until_gone(&env, &["federation"], &["services", name]);
         for m in MEMBERS {
-            assert!(
-                get(&env, m, &["services", name]).is_some(),
-                "{m}/{name} kept"
-            );
+            assert!(env.get(m, &["services", name]).is_some(), "{m}/{name} kept");
         }
     }
 }

@@ -112,8 +112,39 @@ impl Env {
         }
     }
 
+    /// The names of the fleet's clusters, in order.
+    pub fn cluster_names(&self) -> Vec<String> {
+        (self.fleet.clusters.iter())
+            .map(|c| c.config.name.clone())
+            .collect()
+    }
+
     pub fn kubectl(&self, context: &str, args: &[&str]) -> (bool, String) {
         kubectl(&self.config, context, args)
+    }
+
+    /// kubectl, which must succeed; what it printed.
+    pub fn ok(&self, context: &str, args: &[&str]) -> String {
+        let (ok, out) = self.kubectl(context, args);
+        assert!(ok, "kubectl --context={context} {args:?}: {out}");
+        out
+    }
+
+    /// `kubectl get WHAT -o json` (WHAT: resource, name and any flags), or None if not found.
+    pub fn get(&self, context: &str, what: &[&str]) -> Option<Value> {
+        let mut args = vec!["get"];
+        args.extend(what);
+        args.extend(["-o", "json"]);
+        let (ok, out) = self.kubectl(context, &args);
+        if !ok {
+            assert!(out.contains("NotFound"), "{context} {what:?}: {out}");
+            return None;
+        }
+        // Warnings, if any, follow the object.
+        let first = serde_json::Deserializer::from_str(&out)
+            .into_iter::<Value>()
+            .next();
+        Some(first.and_then(Result::ok).expect("kubectl prints JSON"))
     }
 
     pub fn apply(&self, context: &str, object: &Value) {

@@ -33,6 +33,14 @@ pub struct Counts {
     pub cpu: Option<i64>,
 }
 
+/// What a copy reports, if it is a HPA's.
+fn counts(summary: Option<&Summary>) -> Option<&Counts> {
+    match summary {
+        Some(Summary::Hpa(c)) => Some(c),
+        _ => None,
+    }
+}
+
 pub struct Hpas {
     window: Duration,
 }
@@ -466,7 +474,7 @@ impl Scheduling for Hpas {
             if !matches!(m.share, Share::None) {
                 placed += 1;
             }
-            let Some(Summary::Hpa(c)) = m.summary else {
+            let Some(c) = counts(m.summary) else {
                 continue;
             };
             current += c.current;
@@ -513,10 +521,7 @@ impl Scheduling for Hpas {
     }
 
     fn view(&self, share: &Share, summary: Option<&Summary>) -> Value {
-        let counts = match summary {
-            Some(Summary::Hpa(c)) => c.clone(),
-            _ => Counts::default(),
-        };
+        let counts = counts(summary).cloned().unwrap_or_default();
         let (min, max) = match share {
             Share::Hpa { min, max } => (*min, *max),
             _ => (0, 0),
@@ -527,6 +532,7 @@ impl Scheduling for Hpas {
 
 #[cfg(test)]
 mod tests {
+    use super::super::candidates;
     use super::*;
 
     const WINDOW: Duration = Duration::from_secs(120);
@@ -646,15 +652,7 @@ mod tests {
         assert_eq!(p.targets.as_ref().map(|t| t.clusters.len()), Some(0));
         let status = hpas.status(&hpa, &[], now);
         assert_eq!(status["conditions"][0]["reason"], "NoReadyClusters");
-        let three: Vec<Candidate> = ["a", "b", "c"]
-            .iter()
-            .map(|n| Candidate {
-                name: n,
-                summary: None,
-                capacity: None,
-                planned: None,
-            })
-            .collect();
+        let three = candidates(&["a", "b", "c"]);
         let p = hpas.place(&hpa, &three, now);
         assert_eq!(p.shares["b"], Share::Hpa { min: 1, max: 3 });
         assert_eq!(

@@ -15,9 +15,10 @@ use kube::api::DynamicObject;
 use serde_json::{Value, json};
 
 use super::{
-    Candidate, Member, Placement, Problem, Scheduling, Share, Summary, condition, int, stamp, time,
+    Candidate, Member, Placement, Scheduling, Share, Summary, condition, int, key, preferences,
+    stamp, time,
 };
-use crate::planner::{self, JOB_PREFERENCES, Preferences};
+use crate::planner::{self, JOB_PREFERENCES};
 
 /// What a member Job reports.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -31,6 +32,14 @@ pub struct Counts {
     pub complete: bool,
     /// Its `Failed` condition: reason, message, when.
     pub failure: Option<(String, String, Option<jiff::Timestamp>)>,
+}
+
+/// What a copy reports, if it is a Job's.
+fn counts(summary: Option<&Summary>) -> Option<&Counts> {
+    match summary {
+        Some(Summary::Job(c)) => Some(c),
+        _ => None,
+    }
 }
 
 pub struct Jobs;
@@ -65,25 +74,8 @@ impl Scheduling for Jobs {
         clusters: &[Candidate],
         _now: jiff::Timestamp,
     ) -> Placement {
-        let (preferences, problem) =
-            match Preferences::of(object.metadata.annotations.as_ref(), JOB_PREFERENCES) {
-                Ok(p) => (p.unwrap_or_default(), None),
-                Err(e) => {
-                    let message = format!("{e}; the default preferences are used");
-                    (
-                        Preferences::default(),
-                        Some(Problem {
-                            reason: "InvalidPreferences",
-                            message,
-                        }),
-                    )
-                }
-            };
-        let key = format!(
-            "{}/{}",
-            object.metadata.namespace.as_deref().unwrap_or(""),
-            object.metadata.name.as_deref().unwrap_or("")
-        );
+        let (preferences, problem) = preferences(object, JOB_PREFERENCES);
+        let key = key(object);
         let none = BTreeMap::new();
         let names: Vec<&str> = clusters.iter().map(|c| c.name).collect();
         let parallelism = int(&object.data, "/spec/parallelism", 1);
@@ -144,10 +136,7 @@ impl Scheduling for Jobs {
         let mut running = 0;
         let mut failures: Vec<(String, String, Option<jiff::Timestamp>)> = Vec::new();
         for m in members {
-            let counts = match m.summary {
-                Some(Summary::Job(c)) => Some(c),
-                _ => None,
-            };
+            let counts = counts(m.summary);
             if let Some(c) = counts {
                 sum.active += c.active;
                 sum.succeeded += c.succeeded;
@@ -201,10 +190,7 @@ impl Scheduling for Jobs {
     }
 
     fn view(&self, share: &Share, summary: Option<&Summary>) -> Value {
-        let counts = match summary {
-            Some(Summary::Job(c)) => c.clone(),
-            _ => Counts::default(),
-        };
+        let counts = counts(summary).cloned().unwrap_or_default();
         let (parallelism, completions) = match share {
             Share::Job {
                 parallelism,
@@ -219,24 +205,13 @@ impl Scheduling for Jobs {
 
 #[cfg(test)]
 mod tests {
+    use super::super::candidates;
     use super::*;
 
     fn job(spec: Value, annotations: Value) -> DynamicObject {
         serde_json::from_value(json!({"apiVersion": "batch/v1", "kind": "Job",
             "metadata": {"name": "pi", "namespace": "default", "annotations": annotations}, "spec": spec}))
         .unwrap()
-    }
-
-    fn candidates<'a>(names: &[&'a str]) -> Vec<Candidate<'a>> {
-        names
-            .iter()
-            .map(|n| Candidate {
-                name: n,
-                summary: None,
-                capacity: None,
-                planned: None,
-            })
-            .collect()
     }
 
     fn split(p: &Placement) -> Vec<(i64, Option<i64>)> {

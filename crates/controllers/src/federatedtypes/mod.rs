@@ -17,6 +17,8 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Client};
 use serde_json::{Value, json};
 
+use crate::planner::Preferences;
+
 pub use hpa::Counts as HpaCounts;
 pub use job::Counts as JobCounts;
 pub use replicas::Counts as ReplicaCounts;
@@ -281,6 +283,44 @@ pub trait Scheduling: Send + Sync {
     }
 }
 
+/// Clusters of which nothing is known but their names (the adapters' tests).
+#[cfg(test)]
+fn candidates<'a>(names: &[&'a str]) -> Vec<Candidate<'a>> {
+    let named = |name| Candidate {
+        name,
+        summary: None,
+        capacity: None,
+        planned: None,
+    };
+    names.iter().copied().map(named).collect()
+}
+
+/// The preferences in `annotation` of `object`, the default where absent, and where
+/// invalid, with the problem to tell.
+fn preferences(object: &DynamicObject, annotation: &str) -> (Preferences, Option<Problem>) {
+    match Preferences::of(object.metadata.annotations.as_ref(), annotation) {
+        Ok(p) => (p.unwrap_or_default(), None),
+        Err(e) => {
+            let message = format!("{e}; the default preferences are used");
+            let problem = Problem {
+                reason: "InvalidPreferences",
+                message,
+            };
+            (Preferences::default(), Some(problem))
+        }
+    }
+}
+
+/// The planner's key of an object: `namespace/name`.
+fn key(object: &DynamicObject) -> String {
+    let meta = &object.metadata;
+    format!(
+        "{}/{}",
+        meta.namespace.as_deref().unwrap_or(""),
+        meta.name.as_deref().unwrap_or("")
+    )
+}
+
 /// An integer at `pointer`, else `default`.
 fn int(value: &Value, pointer: &str, default: i64) -> i64 {
     value
@@ -337,7 +377,7 @@ fn new_condition(
 
 /// Counts as kube-controller-manager writes them: zeros left out (`omitempty`), so the
 /// merge patch that writes a status removes a count that fell to zero.
-fn counts(pairs: &[(&str, i64)]) -> serde_json::Map<String, Value> {
+fn omit_zeros(pairs: &[(&str, i64)]) -> serde_json::Map<String, Value> {
     pairs
         .iter()
         .map(|(k, v)| (k.to_string(), if *v == 0 { Value::Null } else { json!(v) }))

@@ -22,11 +22,11 @@ use kube::api::DynamicObject;
 use serde_json::{Value, json};
 
 use super::{
-    Candidate, Member, Placement, Problem, Scheduling, Share, Summary, condition, counts, int,
-    new_condition,
+    Candidate, Member, Placement, Problem, Scheduling, Share, Summary, condition, int, key,
+    new_condition, omit_zeros, preferences,
 };
 use crate::annotations::HPA_TARGET_CLUSTERS;
-use crate::planner::{self, DEPLOYMENT_PREFERENCES, Preferences, REPLICA_SET_PREFERENCES};
+use crate::planner::{self, DEPLOYMENT_PREFERENCES, REPLICA_SET_PREFERENCES};
 
 /// What a member ReplicaSet or Deployment reports.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -42,6 +42,14 @@ pub struct Counts {
     pub observed: i64,
     /// Its rollout passed its progress deadline: the condition's message.
     pub timed_out: Option<String>,
+}
+
+/// What a copy reports, if it is a ReplicaSet or Deployment's.
+fn counts(summary: Option<&Summary>) -> Option<&Counts> {
+    match summary {
+        Some(Summary::Replicas(c)) => Some(c),
+        _ => None,
+    }
 }
 
 pub struct Replicas {
@@ -179,16 +187,8 @@ impl Scheduling for Replicas {
                 }
             }
         }
-        let preferences = match Preferences::of(annotations, self.preferences) {
-            Ok(p) => p.unwrap_or_default(),
-            Err(e) => {
-                problem = Some(Problem {
-                    reason: "InvalidPreferences",
-                    message: format!("{e}; the default preferences are used"),
-                });
-                Preferences::default()
-            }
-        };
+        let (preferences, invalid) = preferences(object, self.preferences);
+        problem = problem.or(invalid);
         // What each cluster is asked to run now. v1 counted its ready Pods, and looked again
         // only 10 s after writing; looking at once, Pods still starting would count as
         // missing, and the plan would move replicas back and forth (a cluster that gave its
@@ -205,11 +205,7 @@ impl Scheduling for Replicas {
             .filter_map(|c| Some((c.name.to_string(), c.capacity?)))
             .collect();
         let names: Vec<&str> = clusters.iter().map(|c| c.name).collect();
-        let key = format!(
-            "{}/{}",
-            object.metadata.namespace.as_deref().unwrap_or(""),
-            object.metadata.name.as_deref().unwrap_or("")
-        );
+        let key = key(object);
         let total = int(&object.data, "/spec/replicas", 1);
         let plan = planner::plan(&preferences, total, &names, &current, &capacity, &key);
         let shares = (plan.replicas.iter())
@@ -251,10 +247,7 @@ impl Scheduling for Replicas {
         let mut observed = true;
         let mut timed_out: Vec<String> = Vec::new();
         for m in members {
-            let counts = match m.summary {
-                Some(Summary::Replicas(c)) => Some(c),
-                _ => None,
-            };
+            let counts = counts(m.summary);
             if let Some(c) = counts {
                 sum.replicas += c.replicas;
                 sum.updated += c.updated;
@@ -275,7 +268,7 @@ impl Scheduling for Replicas {
             int(&before, "/observedGeneration", 0)
         };
         if !self.deployment {
-            let mut status = counts(&[
+            let mut status = omit_zeros(&[
                 ("fullyLabeledReplicas", sum.replicas),
                 ("readyReplicas", sum.ready),
                 ("availableReplicas", sum.available),
@@ -343,7 +336,7 @@ impl Scheduling for Replicas {
                 now,
             )
         };
-        let mut status = counts(&[
+        let mut status = omit_zeros(&[
             ("observedGeneration", observed_generation),
             ("replicas", sum.replicas),
             ("updatedReplicas", sum.updated),
@@ -356,10 +349,7 @@ impl Scheduling for Replicas {
     }
 
     fn view(&self, share: &Share, summary: Option<&Summary>) -> Value {
-        let counts = match summary {
-            Some(Summary::Replicas(c)) => c.clone(),
-            _ => Counts::default(),
-        };
+        let counts = counts(summary).cloned().unwrap_or_default();
         match share {
             Share::Autoscaled => {
                 json!({"autoscaled": true, "replicas": counts.wanted, "ready": counts.ready})
@@ -376,6 +366,7 @@ impl Scheduling for Replicas {
 
 #[cfg(test)]
 mod tests {
+    use super::super::candidates;
     use super::*;
 
     fn object(value: Value) -> DynamicObject {
@@ -386,18 +377,6 @@ mod tests {
         object(json!({"apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": {"name": "web", "namespace": "default", "generation": 2, "annotations": annotations},
             "spec": {"replicas": replicas}}))
-    }
-
-    fn candidates<'a>(names: &[&'a str]) -> Vec<Candidate<'a>> {
-        names
-            .iter()
-            .map(|n| Candidate {
-                name: n,
-                summary: None,
-                capacity: None,
-                planned: None,
-            })
-            .collect()
     }
 
     fn shares(p: &Placement) -> Vec<(String, Share)> {

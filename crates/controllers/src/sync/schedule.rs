@@ -414,75 +414,58 @@ impl SyncController {
         (out, recheck)
     }
 
-    /// Writes on an HPA's target which clusters' HPAs scale it (spec §4.6), if it says
-    /// otherwise; a target missing from the federation is left alone.
+    /// Writes on an HPA's target which clusters' HPAs scale it (spec §4.6).
     async fn set_targets(&self, namespace: &str, targets: &Targets) -> anyhow::Result<()> {
-        let Some(index) = self
-            .types
-            .iter()
-            .position(|t| t.resource.kind == targets.kind)
-        else {
-            return Ok(());
-        };
-        let key: Key = (index, namespace.into(), targets.name.as_str().into());
-        let Some(target) = self.federated(&key) else {
-            return Ok(());
-        };
         let mut names = targets.clusters.clone();
         names.sort();
-        let value = json!({"Names": names}).to_string();
-        if target.annotations().get(HPA_TARGET_CLUSTERS) == Some(&value) {
-            return Ok(());
-        }
-        let t = &self.types[index];
-        let patch = json!({"metadata": {"annotations": {HPA_TARGET_CLUSTERS: value}}});
-        merge_patch(
-            &self.federation,
-            &t.resource,
-            t.namespaced,
-            &key,
-            None,
-            &patch,
-        )
-        .await?;
-        Ok(())
+        let list = json!({"Names": names}).to_string();
+        self.mark_target(namespace, &targets.kind, &targets.name, Some(list))
+            .await
     }
 
     /// An HPA deleted with its member HPAs: its target is planned again.
     pub(super) async fn release_target(&self, hpa: &DynamicObject) -> anyhow::Result<()> {
-        let kind = hpa
-            .data
-            .pointer("/spec/scaleTargetRef/kind")
-            .and_then(Value::as_str);
-        let name = hpa
-            .data
-            .pointer("/spec/scaleTargetRef/name")
-            .and_then(Value::as_str);
-        let (Some(kind), Some(name), Some(ns)) = (kind, name, hpa.metadata.namespace.as_deref())
-        else {
+        let is_hpa = (hpa.types.as_ref()).is_some_and(|t| t.kind == "HorizontalPodAutoscaler");
+        let field = |f: &str| {
+            hpa.data
+                .pointer(&format!("/spec/scaleTargetRef/{f}"))?
+                .as_str()
+        };
+        match (
+            is_hpa,
+            field("kind"),
+            field("name"),
+            &hpa.metadata.namespace,
+        ) {
+            (true, Some(kind), Some(name), Some(ns)) => {
+                self.mark_target(ns, kind, name, None).await
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Sets the [`HPA_TARGET_CLUSTERS`] annotation of a federated ReplicaSet or Deployment
+    /// to `list` (`None`: removes it), unless it says so already; a target missing from the
+    /// federation is left alone.
+    async fn mark_target(
+        &self,
+        namespace: &str,
+        kind: &str,
+        name: &str,
+        list: Option<String>,
+    ) -> anyhow::Result<()> {
+        let Some(index) = self.types.iter().position(|t| t.resource.kind == kind) else {
             return Ok(());
         };
-        let is_hpa = hpa
-            .types
-            .as_ref()
-            .is_some_and(|t| t.kind == "HorizontalPodAutoscaler");
-        let Some(index) = self
-            .types
-            .iter()
-            .position(|t| t.resource.kind == kind)
-            .filter(|_| is_hpa)
-        else {
+        let key: Key = (index, namespace.into(), name.into());
+        let Some(target) = self.federated(&key) else {
             return Ok(());
         };
-        let key: Key = (index, ns.into(), name.into());
-        if self
-            .federated(&key)
-            .is_none_or(|t| !t.annotations().contains_key(HPA_TARGET_CLUSTERS))
-        {
+        if target.annotations().get(HPA_TARGET_CLUSTERS) == list.as_ref() {
             return Ok(());
         }
         let t = &self.types[index];
-        let patch = json!({"metadata": {"annotations": {HPA_TARGET_CLUSTERS: null}}});
+        let patch = json!({"metadata": {"annotations": {HPA_TARGET_CLUSTERS: list}}});
         match merge_patch(
             &self.federation,
             &t.resource,
