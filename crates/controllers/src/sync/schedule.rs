@@ -261,8 +261,13 @@ impl SyncController {
                 }
             })
             .collect();
-        let status = scheduling.status(&object, &views, now);
-        self.report_status(key, status, object.data.get("status"));
+        // Placed, but no copy made yet: the members have nothing to say, and a status now
+        // would be rewritten as soon as they do.
+        let unmade = !views.is_empty() && views.iter().all(|m| m.summary.is_none());
+        if !unmade {
+            let status = scheduling.status(&object, &views, now);
+            self.report_status(key, status, object.data.get("status"));
+        }
         let view: BTreeMap<&str, Value> = (views.iter())
             .filter(|m| *m.share != Share::None)
             .map(|m| (m.name, scheduling.view(m.share, m.summary)))
