@@ -64,17 +64,21 @@ fn count(
 ) -> Result<Option<i64>, String> {
     match field(object, name) {
         None => Ok(None),
+        // Bounded as Kubernetes bounds replica counts (int32), so that no sum or product
+        // of the planner's can overflow.
         Some(v) => match v.as_i64() {
-            Some(n) if n >= 0 => Ok(Some(n)),
+            Some(n) if (0..=i64::from(i32::MAX)).contains(&n) => Ok(Some(n)),
             _ => Err(format!(
-                "{at}.{name}: {v} is not a whole number of zero or more"
+                "{at}.{name}: {v} is not a whole number from 0 to 2147483647"
             )),
         },
     }
 }
 
 impl Preferences {
-    /// Parses an annotation's value.
+    /// Parses an annotation's value. Stricter than v1, which took anything its decoder
+    /// did: counts must be whole numbers from 0 to 2^31-1 and a maximum no less than its
+    /// minimum (anything else makes the preferences invalid, and the default plan is used).
     pub fn parse(text: &str) -> Result<Preferences, String> {
         let value: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
         let Some(top) = value.as_object() else {
@@ -203,7 +207,8 @@ pub fn plan(
         (b.preferences.weight.cmp(&a.preferences.weight)).then(a.hash.cmp(&b.hash))
     });
     let capacity_of = |name: &str| capacity.get(name).copied();
-    let mut remaining = total;
+    // A replica count as Kubernetes has it (int32): no sum or product below overflows.
+    let mut remaining = total.clamp(0, i64::from(i32::MAX));
 
     // Each cluster's minimum, as far as the replicas go.
     for p in &order {
@@ -907,6 +912,7 @@ mod tests {
             r#"{"clusters": {"a": 1}}"#,
             r#"{"clusters": {"a": {"weight": -1}}}"#,
             r#"{"clusters": {"a": {"weight": 1.5}}}"#,
+            r#"{"clusters": {"a": {"weight": 4611686018427387904}}}"#,
             r#"{"clusters": {"a": {"minReplicas": 3, "maxReplicas": 2}}}"#,
         ] {
             assert!(Preferences::parse(bad).is_err(), "{bad}");

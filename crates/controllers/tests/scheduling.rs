@@ -664,3 +664,61 @@ fn hpas_share_min_and_max_and_the_totals_follow() {
         "NoReadyClusters",
     );
 }
+
+/// A cluster back from an outage keeps what its HPA scaled: it stays among its target's
+/// clusters while it is away (v1 idled it, and a member HPA does not scale up from zero).
+#[test]
+fn an_autoscaled_cluster_keeps_its_replicas_through_an_outage() {
+    let mut env = Env::start();
+    let _manager = start(&env, &[]);
+    env.apply(
+        "federation",
+        &workload("Deployment", "auto", 3, json!({}), json!({})),
+    );
+    let auto = ["deployments.apps", "auto"];
+    until_shares(&env, &auto, [Some(1); 3]);
+    env.apply(
+        "federation",
+        &json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "auto", "namespace": "default"},
+            "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "auto"},
+                "minReplicas": 3, "maxReplicas": 9}}),
+    );
+    let list = format!(
+        "{{.metadata.annotations.{}}}",
+        HPA_TARGET_CLUSTERS.replace('.', "\\.")
+    );
+    let all = r#"{"Names":["gondor","rivendell","rohan"]}"#;
+    until_field(&env, &auto, &list, all);
+
+    assert!(env.fleet.pause_cluster("rohan"));
+    env.until_status(&[
+        ("gondor", "Ready"),
+        ("rivendell", "Ready"),
+        ("rohan", "Offline"),
+    ]);
+    let hpa = ["horizontalpodautoscalers.autoscaling", "auto"];
+    let max = |env: &Env, c: &str| {
+        env.get(c, &hpa)
+            .map(|h| h["spec"]["maxReplicas"].as_i64().unwrap_or(0))
+    };
+    // rohan's max goes to the others; it stays on the target's list.
+    until(
+        || max(&env, "gondor").unwrap_or(0) + max(&env, "rivendell").unwrap_or(0) == 9,
+        "the max shared by the two Ready clusters",
+    );
+    assert_eq!(field(&env, &auto, &list), all);
+
+    env.runtime
+        .block_on(env.fleet.resume_cluster("rohan"))
+        .unwrap();
+    env.until_status(&CLUSTERS.map(|c| (c, "Ready")));
+    until(
+        || max(&env, "rohan").is_some_and(|m| m > 0),
+        "rohan's HPA given some max again",
+    );
+    // Its copy kept its replica all along.
+    assert_eq!(shares(&env, &auto)[2], Some(1));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(shares(&env, &auto)[2], Some(1));
+}

@@ -7,8 +7,10 @@
 //! v1's algorithm, with its order made deterministic (it walked Go maps, in random order:
 //! here clusters go by name) and its loops bounded (a pass that changes nothing ends one).
 //! Better than the original: no Ready cluster is a clear state on the HPA (an
-//! `AbleToScale` condition saying so) rather than a division by zero; a cluster whose max
-//! falls to 0 loses its HPA instead of getting an invalid one.
+//! `AbleToScale` condition saying so) rather than a division by zero; max taken back never
+//! falls below a cluster's min, and a cluster whose max falls to 0 loses its HPA, instead
+//! of getting an invalid one; a cluster away (not Ready) stays on the target's list, so
+//! that its copy is not idled meanwhile.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -42,15 +44,20 @@ fn counts(summary: Option<&Summary>) -> Option<&Counts> {
 }
 
 pub struct Hpas {
-    window: Duration,
+    window: jiff::SignedDuration,
 }
 
 impl Hpas {
     pub fn new(tuning: &Tuning) -> Hpas {
         Hpas {
-            window: tuning.hpa_scale_forbidden_window,
+            window: forbidden(tuning.hpa_scale_forbidden_window),
         }
     }
+}
+
+/// The forbidden window as a span of time (a window too long to say is as good as ever).
+fn forbidden(window: Duration) -> jiff::SignedDuration {
+    jiff::SignedDuration::try_from(window).unwrap_or(jiff::SignedDuration::MAX)
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -62,7 +69,7 @@ struct Nums {
 /// How a member HPA stands, for moving replicas about.
 struct Judged<'a> {
     counts: &'a Counts,
-    window: Duration,
+    window: jiff::SignedDuration,
     now: jiff::Timestamp,
 }
 
@@ -74,10 +81,8 @@ impl Judged<'_> {
 
     /// It last scaled longer ago than the forbidden window.
     fn scaleable(&self) -> bool {
-        let window =
-            jiff::SignedDuration::try_from(self.window).unwrap_or(jiff::SignedDuration::MAX);
         self.counts.last_scale.is_some_and(|t| {
-            t.saturating_add(window)
+            t.saturating_add(self.window)
                 .is_ok_and(|until| until <= self.now)
         })
     }
@@ -119,7 +124,7 @@ impl Judged<'_> {
 fn schedule(
     requested: Nums,
     clusters: &[(&str, Option<&Counts>)],
-    window: Duration,
+    window: jiff::SignedDuration,
     now: jiff::Timestamp,
 ) -> BTreeMap<String, Option<Nums>> {
     let n = clusters.len() as i64;
@@ -188,7 +193,8 @@ fn schedule(
         remaining.min = 0;
     }
     if remaining.max < 0 {
-        let can = |r: &Nums| r.max >= r.min && r.max > 0;
+        // Better than v1, whose test let max fall below min: an invalid HPA.
+        let can = |r: &Nums| r.max > r.min.max(1);
         reduce(
             -remaining.max,
             &mut available_max,
@@ -407,10 +413,8 @@ impl Scheduling for Hpas {
             })
             .collect();
         // A member HPA still in its forbidden window may be free to move later.
-        let window =
-            jiff::SignedDuration::try_from(self.window).unwrap_or(jiff::SignedDuration::MAX);
         let recheck = (members.iter())
-            .filter_map(|(_, c)| (*c)?.last_scale?.saturating_add(window).ok())
+            .filter_map(|(_, c)| (*c)?.last_scale?.saturating_add(self.window).ok())
             .filter(|until| *until > now)
             .min()
             .and_then(|until| Duration::try_from(until.duration_since(now)).ok());
@@ -547,7 +551,7 @@ mod tests {
         clusters: &[(&str, Option<&Counts>)],
         now: jiff::Timestamp,
     ) -> Vec<Option<Nums>> {
-        schedule(Nums { min, max }, clusters, WINDOW, now)
+        schedule(Nums { min, max }, clusters, forbidden(WINDOW), now)
             .into_values()
             .collect()
     }
@@ -565,7 +569,7 @@ mod tests {
         assert_eq!(plan(1, 3, &three, now), [nums(1, 2), nums(1, 1), None]);
         assert_eq!(plan(1, 10, &[("a", None)], now), [nums(1, 10)]);
         // No cluster: nothing, and no division by zero.
-        assert!(schedule(Nums { min: 2, max: 9 }, &[], WINDOW, now).is_empty());
+        assert!(schedule(Nums { min: 2, max: 9 }, &[], forbidden(WINDOW), now).is_empty());
     }
 
     fn at(seconds_ago: i64, now: jiff::Timestamp) -> Option<jiff::Timestamp> {
@@ -636,6 +640,29 @@ mod tests {
         );
         assert!(p[2].is_some_and(|n| n.max > 0 && n.min >= 1), "{p:?}");
         assert_eq!(p.iter().map(|n| n.unwrap().max).sum::<i64>(), 10, "{p:?}");
+    }
+
+    #[test]
+    fn max_taken_back_never_falls_below_min() {
+        let now = jiff::Timestamp::now();
+        let full = Counts {
+            min: Some(3),
+            max: 3,
+            current: 3,
+            desired: 3,
+            last_scale: at(600, now),
+            cpu: None,
+        };
+        let busy = Counts {
+            min: Some(1),
+            max: 5,
+            current: 5,
+            desired: 5,
+            last_scale: at(10, now),
+            cpu: None,
+        };
+        let p = plan(4, 6, &[("a", Some(&full)), ("b", Some(&busy))], now);
+        assert_eq!(p, [nums(3, 3), nums(1, 3)]);
     }
 
     #[test]

@@ -18,7 +18,7 @@ use super::{
     Candidate, Member, Placement, Scheduling, Share, Summary, condition, int, key, preferences,
     stamp, time,
 };
-use crate::planner::{self, JOB_PREFERENCES};
+use crate::planner::{self, ClusterPreferences, JOB_PREFERENCES};
 
 /// What a member Job reports.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -86,13 +86,30 @@ impl Scheduling for Jobs {
             .copied()
             .filter(|n| parallel.get(*n).is_some_and(|p| *p > 0))
             .collect();
+        // Completions by weight; where the clusters running Pods have no weight (their
+        // preferences give only a minimum), in proportion to their Pods.
+        let mut weights = preferences.weights_only();
+        let weight = |c: &&str| {
+            (weights.clusters.get(*c).or(weights.clusters.get("*"))).map_or(0, |p| p.weight)
+        };
+        if running.iter().map(weight).sum::<i64>() == 0 {
+            weights.clusters = (running.iter())
+                .map(|c| {
+                    (
+                        c.to_string(),
+                        ClusterPreferences {
+                            weight: parallel[*c],
+                            ..Default::default()
+                        },
+                    )
+                })
+                .collect();
+        }
         let completions = (object
             .data
             .pointer("/spec/completions")
             .and_then(Value::as_i64))
-        .map(|c| {
-            planner::plan(&preferences.weights_only(), c, &running, &none, &none, &key).replicas
-        });
+        .map(|c| planner::plan(&weights, c, &running, &none, &none, &key).replicas);
         let shares = (names.iter())
             .map(|n| {
                 let share = Share::Job {
@@ -111,7 +128,7 @@ impl Scheduling for Jobs {
         }
     }
 
-    fn shape(&self, spec: &mut Value, share: &Share, _exists: bool) {
+    fn shape(&self, spec: &mut Value, share: &Share, exists: bool) {
         let (
             Share::Job {
                 parallelism,
@@ -123,9 +140,12 @@ impl Scheduling for Jobs {
             return;
         };
         spec.insert("parallelism".into(), json!(parallelism));
-        if let Some(c) = completions {
-            spec.insert("completions".into(), json!(c));
-        }
+        // A Job's completions cannot change once it is made (kube-apiserver refuses it): a
+        // member keeps the part it was given when the clusters change.
+        match completions {
+            Some(c) if !exists => spec.insert("completions".into(), json!(c)),
+            _ => spec.remove("completions"),
+        };
         // The selector is the federation's (spec §4.5): the member must not make its own.
         spec.insert("manualSelector".into(), json!(true));
     }
@@ -262,6 +282,14 @@ mod tests {
             now,
         );
         assert_eq!(split(&p), [(1, Some(2)), (0, Some(0)), (3, Some(2))]);
+        // Minimums alone: completions follow the Pods.
+        let mins = json!({JOB_PREFERENCES: r#"{"clusters": {"*": {"minReplicas": 3}}}"#});
+        let p = Jobs.place(
+            &job(json!({"parallelism": 9, "completions": 18}), mins),
+            &three,
+            now,
+        );
+        assert_eq!(split(&p), [(3, Some(6)), (3, Some(6)), (3, Some(6))]);
         let bad = Jobs.place(
             &job(json!({"parallelism": 3}), json!({JOB_PREFERENCES: "[]"})),
             &three,
@@ -287,6 +315,17 @@ mod tests {
             spec,
             json!({"parallelism": 3, "completions": 6, "manualSelector": true, "selector": {"matchLabels": {"x": "y"}}})
         );
+        // Made already, it keeps its completions: they cannot change.
+        let mut spec = json!({"parallelism": 9, "completions": 18});
+        Jobs.shape(
+            &mut spec,
+            &Share::Job {
+                parallelism: 4,
+                completions: Some(9),
+            },
+            true,
+        );
+        assert_eq!(spec, json!({"parallelism": 4, "manualSelector": true}));
     }
 
     #[test]

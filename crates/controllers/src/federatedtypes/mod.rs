@@ -21,7 +21,7 @@ use crate::planner::Preferences;
 
 pub use hpa::Counts as HpaCounts;
 pub use job::Counts as JobCounts;
-pub use replicas::Counts as ReplicaCounts;
+pub use replicas::{Counts as ReplicaCounts, target_clusters};
 
 /// Settings of the adapters that the controller manager's flags give.
 #[derive(Clone, Debug)]
@@ -166,7 +166,7 @@ pub enum Share {
     Idle,
     /// The member's own HPA sets `spec.replicas` (0 when the copy is made).
     Autoscaled,
-    /// A Job's part; a copy is made only where `parallelism` is above 0.
+    /// A Job's part; a copy is made only where it runs something.
     Job {
         parallelism: i64,
         completions: Option<i64>,
@@ -182,7 +182,10 @@ impl Share {
     pub fn creates(&self) -> bool {
         match self {
             Share::Replicas(_) | Share::Autoscaled | Share::Hpa { .. } => true,
-            Share::Job { parallelism, .. } => *parallelism > 0,
+            Share::Job {
+                parallelism,
+                completions,
+            } => *parallelism > 0 && completions.is_none_or(|c| c > 0),
             Share::Idle | Share::None => false,
         }
     }

@@ -227,6 +227,9 @@ impl Scheduling for Replicas {
         let replicas = match share {
             Share::Replicas(n) => Some(*n),
             Share::Autoscaled if exists => None,
+            // An HPA does not scale a target at 0 (kube-controller-manager disables it): a
+            // new copy starts at one for its HPA to scale (v1 made it at 0).
+            Share::Autoscaled => Some(1),
             _ => Some(0),
         };
         if let Some(spec) = spec.as_object_mut() {
@@ -241,7 +244,15 @@ impl Scheduling for Replicas {
     fn status(&self, object: &DynamicObject, members: &[Member], now: jiff::Timestamp) -> Value {
         let data = &object.data;
         let before = data.get("status").cloned().unwrap_or(json!({}));
-        let wanted = int(data, "/spec/replicas", 1);
+        // While HPAs scale it, the replicas wanted are theirs, not the federated spec's.
+        let wanted = if members.iter().any(|m| *m.share == Share::Autoscaled) {
+            (members.iter())
+                .filter_map(|m| counts(m.summary))
+                .map(|c| c.wanted)
+                .sum()
+        } else {
+            int(data, "/spec/replicas", 1)
+        };
         let generation = object.metadata.generation.unwrap_or(0);
         let mut sum = Counts::default();
         let mut observed = true;
@@ -449,7 +460,7 @@ mod tests {
         );
         assert_eq!(
             shaped(&Share::Autoscaled, false),
-            json!({"replicas": 0, "template": {}})
+            json!({"replicas": 1, "template": {}})
         );
         assert_eq!(shaped(&Share::Autoscaled, true), json!({"template": {}}));
     }
@@ -568,6 +579,35 @@ mod tests {
             status["conditions"][0]["reason"],
             "MinimumReplicasUnavailable"
         );
+    }
+
+    #[test]
+    fn under_hpas_the_rollout_is_measured_against_what_they_ask() {
+        let d = Replicas::deployments();
+        let share = Share::Autoscaled;
+        let (up, one) = (counts(5, 5, 5, 2, 2), counts(1, 1, 1, 2, 2));
+        let members = [
+            Member {
+                name: "a",
+                share: &share,
+                in_step: true,
+                summary: Some(&up),
+            },
+            Member {
+                name: "b",
+                share: &share,
+                in_step: true,
+                summary: Some(&one),
+            },
+        ];
+        // The federated spec says 3; the HPAs run 6, all rolled out.
+        let status = d.status(&web(json!({}), 3), &members, jiff::Timestamp::now());
+        assert_eq!(status["replicas"], 6);
+        assert_eq!(
+            status["conditions"][1]["reason"], "NewReplicaSetAvailable",
+            "{status}"
+        );
+        assert_eq!(status["conditions"][0]["status"], "True");
     }
 
     #[test]

@@ -120,16 +120,21 @@ impl SyncController {
                         false
                     }
                 };
-                let mut unstarted = this.unstarted.lock().expect("not poisoned");
-                if started {
-                    unstarted.remove(&name);
-                } else {
-                    unstarted.insert(name.clone());
-                }
-                drop(unstarted);
+                // Planning waited for its first start: it goes on now, with the member or
+                // without it. A start that failed before fails again without news.
+                let news = {
+                    let mut unstarted = this.unstarted.lock().expect("not poisoned");
+                    if started {
+                        unstarted.remove(&name);
+                        true
+                    } else {
+                        unstarted.insert(name.clone())
+                    }
+                };
                 this.starting.lock().expect("not poisoned").remove(&name);
-                // Planning no longer waits for it.
-                this.replan_all(&stage);
+                if news {
+                    this.replan_all(&stage);
+                }
             });
         }
         if stopped {

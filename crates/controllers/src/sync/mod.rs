@@ -111,9 +111,12 @@ impl std::fmt::Display for LookAgain {
 impl std::error::Error for LookAgain {}
 
 /// The print of a copy shaped for `share` (`exists`: over a copy there), from the print
-/// of the object's copy as it is.
+/// of the object's copy as it is. Only some copies are shaped otherwise once made: an
+/// autoscaled one (its replicas are its HPA's then) and a Job's (its completions cannot
+/// change).
 fn share_print(object: u64, share: &Share, exists: bool) -> u64 {
-    hash(&(object, share, exists))
+    let made = exists && matches!(share, Share::Autoscaled | Share::Job { .. });
+    hash(&(object, share, made))
 }
 
 fn hash(value: &impl std::hash::Hash) -> u64 {

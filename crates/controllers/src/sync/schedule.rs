@@ -10,7 +10,7 @@
 //! alone changes an input (a Pod reaching the unschedulable threshold, an HPA leaving its
 //! forbidden window).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -47,6 +47,8 @@ pub(super) struct Stage {
     dirty: Mutex<HashSet<Key>>,
     /// When each object is to be looked at again.
     rechecks: Mutex<HashMap<Key, Instant>>,
+    /// The target each HPA last named (kind and name).
+    targets: Mutex<HashMap<Key, (String, String)>>,
     /// The last problem told of each object.
     problems: Mutex<HashMap<Key, Problem>>,
 }
@@ -88,6 +90,7 @@ impl Stage {
         self.lagging.lock().expect("not poisoned").remove(key);
         self.problems.lock().expect("not poisoned").remove(key);
         self.rechecks.lock().expect("not poisoned").remove(key);
+        self.targets.lock().expect("not poisoned").remove(key);
     }
 }
 
@@ -97,6 +100,14 @@ enum Room {
     List,
     Known(Option<i64>),
     Wait(Duration),
+}
+
+/// The sooner of two looks again.
+fn sooner(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 impl SyncController {
@@ -177,11 +188,13 @@ impl SyncController {
                 return Ok(());
             }
         };
+        // A same-named object the federation did not make is no copy of this one: what it
+        // reports counts for nothing here.
         let selected: Vec<(&Arc<Member>, Option<Copy>)> = (members.iter())
             .filter(|m| selector.as_ref().is_none_or(|s| s.matches(&m.labels)))
-            .map(|m| (m, m.copies[*index].get(ns, name)))
+            .map(|m| (m, m.copies[*index].get(ns, name).filter(|c| c.managed)))
             .collect();
-        let (room, mut recheck) = if scheduling.reads_capacity() {
+        let (room, recheck) = if scheduling.reads_capacity() {
             self.room(key, &object, &selected).await
         } else {
             (BTreeMap::new(), None)
@@ -225,15 +238,7 @@ impl SyncController {
             }
         }
 
-        self.tell_problem(key, placement.problem).await?;
-        if let Some(targets) = &placement.targets {
-            self.set_targets(ns, targets).await?;
-        }
-        recheck = match (recheck, placement.recheck) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        if let Some(after) = recheck {
+        if let Some(after) = sooner(recheck, placement.recheck) {
             self.recheck(key, after, again);
         }
 
@@ -248,9 +253,7 @@ impl SyncController {
                     (copy, Share::None) => copy.is_none(),
                     (None, share) => !share.creates(),
                     (Some(c), _) => {
-                        c.managed
-                            && c.holds.is_some()
-                            && c.holds == placed.prints.get(cluster).copied()
+                        c.holds.is_some() && c.holds == placed.prints.get(cluster).copied()
                     }
                 };
                 federatedtypes::Member {
@@ -277,7 +280,10 @@ impl SyncController {
             serde_json::to_string(&view)?,
             object.annotations().get(REPLICAS).map(String::as_str),
         );
-        Ok(())
+
+        self.tell_problem(key, placement.problem).await?;
+        self.set_targets(key, placement.targets.as_ref(), &placed.shares)
+            .await
     }
 
     /// A Warning event for a problem not told yet.
@@ -371,11 +377,10 @@ impl SyncController {
             .map(LabelSelector::from_object);
         let mut out = BTreeMap::new();
         let mut recheck: Option<Duration> = None;
-        let mut sooner = |d: Duration| recheck = Some(recheck.map_or(d, |r| r.min(d)));
         for (m, counts, room) in decided {
             let room = match room {
                 Room::Wait(d) => {
-                    sooner(d);
+                    recheck = sooner(recheck, Some(d));
                     continue;
                 }
                 Room::Known(room) => room,
@@ -410,7 +415,7 @@ impl SyncController {
                 .and_then(|p| p.get(&m.name))
                 && let Some((_, _, Some(relist))) = &found.found
             {
-                sooner(relist.saturating_duration_since(now));
+                recheck = sooner(recheck, Some(relist.saturating_duration_since(now)));
             }
             if let Some(room) = room {
                 out.insert(m.name.clone(), room.max(0));
@@ -419,12 +424,48 @@ impl SyncController {
         (out, recheck)
     }
 
-    /// Writes on an HPA's target which clusters' HPAs scale it (spec §4.6).
-    async fn set_targets(&self, namespace: &str, targets: &Targets) -> anyhow::Result<()> {
-        let mut names = targets.clusters.clone();
-        names.sort();
+    /// Writes on an HPA's target which clusters' HPAs scale it (spec §4.6): those it
+    /// placed now, and those it did not look at (not Ready now: their HPAs still scale their
+    /// copies, which must not be idled meanwhile). A target it named before and no longer
+    /// does is released.
+    async fn set_targets(
+        &self,
+        key: &Key,
+        targets: Option<&Targets>,
+        placed: &BTreeMap<Text, Share>,
+    ) -> anyhow::Result<()> {
+        let named = targets.map(|t| (t.kind.clone(), t.name.clone()));
+        let before = {
+            let mut all = self.stage.targets.lock().expect("not poisoned");
+            match &named {
+                Some(n) => all.insert(key.clone(), n.clone()),
+                None => all.remove(key),
+            }
+        };
+        if let Some((kind, name)) = before.filter(|b| Some(b) != named.as_ref()) {
+            self.mark_target(&key.1, &kind, &name, None).await?;
+        }
+        let Some(targets) = targets else {
+            return Ok(());
+        };
+        let index = self
+            .types
+            .iter()
+            .position(|t| t.resource.kind == targets.kind);
+        let target =
+            index.and_then(|i| self.federated(&(i, key.1.clone(), targets.name.as_str().into())));
+        let listed = (target.as_ref())
+            .and_then(|t| t.annotations().get(HPA_TARGET_CLUSTERS))
+            .and_then(|text| federatedtypes::target_clusters(text).ok())
+            .unwrap_or_default();
+        let mut names: BTreeSet<String> = targets.clusters.iter().cloned().collect();
+        names.extend(
+            listed
+                .into_iter()
+                .filter(|c| !placed.contains_key(c.as_str())),
+        );
         let list = json!({"Names": names}).to_string();
-        self.mark_target(namespace, &targets.kind, &targets.name, Some(list))
+        self.mark_target(&key.1, &targets.kind, &targets.name, Some(list))
             .await
     }
 
@@ -525,7 +566,7 @@ async fn unschedulable(
             Some(waited) => {
                 let left = Duration::try_from(threshold - waited).unwrap_or_default()
                     + Duration::from_millis(100);
-                next = Some(next.map_or(left, |n| n.min(left)));
+                next = sooner(next, Some(left));
             }
             None => {}
         }

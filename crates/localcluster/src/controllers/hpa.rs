@@ -2,7 +2,8 @@
 //! status with current and desired replicas and a simulated CPU utilisation. The load is
 //! steady (each Pod at the target utilisation) unless the HPA carries [`CPU_LOAD`]: then the
 //! target is scaled as kube-controller-manager would for that load, so a test can make a
-//! member's HPA scale up or down.
+//! member's HPA scale up or down. A target at zero replicas is left there, as
+//! kube-controller-manager leaves it.
 
 use fellowship_apimachinery::{ApiError, meta};
 use serde_json::{Value, json};
@@ -24,7 +25,7 @@ fn scale(current: i64, target: i64, load: Option<f64>) -> (i64, i64) {
     };
     let utilization = load / current.max(1) as f64;
     let ratio = utilization / target.max(1) as f64;
-    let desired = if current > 0 && (ratio - 1.0).abs() <= TOLERANCE {
+    let desired = if (ratio - 1.0).abs() <= TOLERANCE {
         current
     } else {
         (load / target.max(1) as f64).ceil() as i64
@@ -58,6 +59,15 @@ pub async fn reconcile(c: &Controllers, namespace: &str, name: &str) -> Result<(
         return write_status(c, &k.hpas, &hpa, status).await;
     };
     let current = int(&target, "/spec/replicas", 1);
+    if current == 0 {
+        // As kube-controller-manager: a target scaled to zero is left there.
+        let status = json!({
+            "currentReplicas": 0,
+            "desiredReplicas": 0,
+            "conditions": [condition("ScalingActive", false, "ScalingDisabled", "scaling is disabled since the replica count of the target is zero")],
+        });
+        return write_status(c, &k.hpas, &hpa, status).await;
+    }
     let min = int(&hpa, "/spec/minReplicas", 1);
     let max = int(&hpa, "/spec/maxReplicas", min);
     let load = (hpa.pointer(&format!(
@@ -121,7 +131,5 @@ mod tests {
         // Within the tolerance, no change; below it, fewer.
         assert_eq!(scale(6, 50, Some(320.0)), (53, 6));
         assert_eq!(scale(6, 50, Some(100.0)), (17, 2));
-        // None running yet: what the load needs.
-        assert_eq!(scale(0, 50, Some(300.0)), (300, 6));
     }
 }
