@@ -19,7 +19,7 @@ use kube::api::DynamicObject;
 use serde_json::{Value, json};
 
 use super::{
-    Candidate, Member, Placement, Problem, Scheduling, Share, Summary, Targets, Tuning, int,
+    Candidate, MemberState, Placement, Problem, Scheduling, Share, Summary, Targets, Tuning, int,
     new_condition, stamp, time,
 };
 
@@ -469,7 +469,12 @@ impl Scheduling for Hpas {
         }
     }
 
-    fn status(&self, object: &DynamicObject, members: &[Member], now: jiff::Timestamp) -> Value {
+    fn status(
+        &self,
+        object: &DynamicObject,
+        members: &[MemberState],
+        now: jiff::Timestamp,
+    ) -> Value {
         let before = object.data.get("status").cloned().unwrap_or(json!({}));
         let (mut current, mut desired, mut weighted, mut counted) = (0, 0, 0, 0);
         let mut last_scale: Option<jiff::Timestamp> = None;
@@ -707,7 +712,7 @@ mod tests {
             cpu: Some(30),
         });
         let share = Share::Hpa { min: 1, max: 3 };
-        let m = |name, summary| Member {
+        let m = |name, summary| MemberState {
             name,
             share: &share,
             in_step: true,

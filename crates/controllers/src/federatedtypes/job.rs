@@ -15,8 +15,8 @@ use kube::api::DynamicObject;
 use serde_json::{Value, json};
 
 use super::{
-    Candidate, Member, Placement, Scheduling, Share, Summary, condition, int, key, preferences,
-    stamp, time,
+    Candidate, MemberState, Placement, Scheduling, Share, Summary, condition, int, key,
+    preferences, stamp, time,
 };
 use crate::planner::{self, ClusterPreferences, JOB_PREFERENCES};
 
@@ -150,7 +150,12 @@ impl Scheduling for Jobs {
         spec.insert("manualSelector".into(), json!(true));
     }
 
-    fn status(&self, _object: &DynamicObject, members: &[Member], _now: jiff::Timestamp) -> Value {
+    fn status(
+        &self,
+        _object: &DynamicObject,
+        members: &[MemberState],
+        _now: jiff::Timestamp,
+    ) -> Value {
         let mut sum = Counts::default();
         let mut complete = true;
         let mut running = 0;
@@ -356,7 +361,7 @@ mod tests {
             completions: Some(0),
         };
         let (a, b, c) = (done(1), done(3), busy.clone());
-        let m = |name, share, summary| Member {
+        let m = |name, share, summary| MemberState {
             name,
             share,
             in_step: true,

@@ -255,7 +255,7 @@ pub struct Targets {
 
 /// One cluster of a placement, for the federated status.
 #[derive(Clone, Copy, Debug)]
-pub struct Member<'a> {
+pub struct MemberState<'a> {
     pub name: &'a str,
     pub share: &'a Share,
     /// Its copy holds the federated object as this share makes it.
@@ -277,7 +277,12 @@ pub trait Scheduling: Send + Sync {
     /// A member copy's spec for its share; `exists`: the member has a copy.
     fn shape(&self, spec: &mut Value, share: &Share, exists: bool);
     /// The federated object's status, from its members' (`now` for new conditions).
-    fn status(&self, object: &DynamicObject, members: &[Member], now: jiff::Timestamp) -> Value;
+    fn status(
+        &self,
+        object: &DynamicObject,
+        members: &[MemberState],
+        now: jiff::Timestamp,
+    ) -> Value;
     /// One cluster's entry in the [`REPLICAS`](crate::annotations::REPLICAS) annotation.
     fn view(&self, share: &Share, summary: Option<&Summary>) -> Value;
     /// Whether planning reads the capacity of clusters whose Pods wait for room.

@@ -22,7 +22,7 @@ use kube::api::DynamicObject;
 use serde_json::{Value, json};
 
 use super::{
-    Candidate, Member, Placement, Problem, Scheduling, Share, Summary, condition, int, key,
+    Candidate, MemberState, Placement, Problem, Scheduling, Share, Summary, condition, int, key,
     new_condition, omit_zeros, preferences,
 };
 use crate::annotations::HPA_TARGET_CLUSTERS;
@@ -241,7 +241,12 @@ impl Scheduling for Replicas {
         }
     }
 
-    fn status(&self, object: &DynamicObject, members: &[Member], now: jiff::Timestamp) -> Value {
+    fn status(
+        &self,
+        object: &DynamicObject,
+        members: &[MemberState],
+        now: jiff::Timestamp,
+    ) -> Value {
         let data = &object.data;
         let before = data.get("status").cloned().unwrap_or(json!({}));
         // While HPAs scale it, the replicas wanted are theirs, not the federated spec's.
@@ -492,7 +497,7 @@ mod tests {
         let object = web(json!({}), 9);
         let share = Share::Replicas(3);
         let done = counts(3, 3, 3, 4, 4);
-        let member = |name, in_step, summary| Member {
+        let member = |name, in_step, summary| MemberState {
             name,
             share: &share,
             in_step,
@@ -587,13 +592,13 @@ mod tests {
         let share = Share::Autoscaled;
         let (up, one) = (counts(5, 5, 5, 2, 2), counts(1, 1, 1, 2, 2));
         let members = [
-            Member {
+            MemberState {
                 name: "a",
                 share: &share,
                 in_step: true,
                 summary: Some(&up),
             },
-            Member {
+            MemberState {
                 name: "b",
                 share: &share,
                 in_step: true,
@@ -615,7 +620,7 @@ mod tests {
         let d = Replicas::deployments();
         let share = Share::Replicas(9);
         let done = counts(9, 9, 9, 1, 1);
-        let members = [Member {
+        let members = [MemberState {
             name: "a",
             share: &share,
             in_step: true,

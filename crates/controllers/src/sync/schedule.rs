@@ -243,7 +243,7 @@ impl SyncController {
         }
 
         // What the members report, summed.
-        let views: Vec<federatedtypes::Member> = (placed.shares.iter())
+        let views: Vec<federatedtypes::MemberState> = (placed.shares.iter())
             .map(|(cluster, share)| {
                 let copy = selected
                     .iter()
@@ -256,7 +256,7 @@ impl SyncController {
                         c.holds.is_some() && c.holds == placed.prints.get(cluster).copied()
                     }
                 };
-                federatedtypes::Member {
+                federatedtypes::MemberState {
                     name: cluster,
                     share,
                     in_step,
