@@ -5,13 +5,12 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use futures::future::BoxFuture;
 use kube::api::{DeleteParams, DynamicObject};
 use kube::{Api, ResourceExt as _};
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use super::queue::{Next, drain};
+use super::queue::work_through;
 use super::watch::merge_patch;
 use super::{Member, SyncController, not_found};
 use crate::annotations::{DELETE_FROM_CLUSTERS, ORPHAN};
@@ -26,20 +25,11 @@ impl SyncController {
         again: mpsc::UnboundedSender<Key>,
         keys: mpsc::UnboundedReceiver<Key>,
     ) {
-        let handle = |key: Key| {
+        work_through(keys, again, "finalizing", |key| {
             let this = self.clone();
-            Some(Box::pin(async move {
-                match this.finalize_once(&key).await {
-                    Ok(true) => Next::Done,
-                    Ok(false) => Next::Retry,
-                    Err(e) => {
-                        tracing::debug!(?key, error = %e, "finalizing");
-                        Next::Retry
-                    }
-                }
-            }) as BoxFuture<'static, Next>)
-        };
-        drain(keys, again, Vec::new(), handle, |_| {}).await;
+            async move { this.finalize_once(&key).await }
+        })
+        .await;
     }
 
     /// Whether the object needs nothing more.

@@ -113,6 +113,33 @@ pub async fn drain(
     }
 }
 
+/// [`drain`] for a worker whose every key is handled alike, a few at a time: `handle` says
+/// whether the key needs nothing more; a key that does, or whose handling failed (logged as
+/// `what`), is tried again.
+pub async fn work_through<F>(
+    keys: mpsc::UnboundedReceiver<Key>,
+    again: mpsc::UnboundedSender<Key>,
+    what: &'static str,
+    mut handle: impl FnMut(Key) -> F,
+) where
+    F: Future<Output = anyhow::Result<bool>> + Send + 'static,
+{
+    let handle = |key: Key| {
+        let run = handle(key.clone());
+        Some(Box::pin(async move {
+            match run.await {
+                Ok(true) => Next::Done,
+                Ok(false) => Next::Retry,
+                Err(e) => {
+                    tracing::debug!(?key, error = %e, "{what}");
+                    Next::Retry
+                }
+            }
+        }) as BoxFuture<'static, Next>)
+    };
+    drain(keys, again, Vec::new(), handle, |_| {}).await;
+}
+
 /// The next key to run: the oldest of the first type from `turn` on that has keys waiting
 /// and runs fewer than its limit; the type after it is first next time.
 fn next_key(

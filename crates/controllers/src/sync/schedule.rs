@@ -15,7 +15,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fellowship_apimachinery::selector::LabelSelector;
-use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DynamicObject, ListParams};
 use kube::{Api, ResourceExt as _};
@@ -23,7 +22,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::queue::{Next, drain};
+use super::queue::work_through;
 use super::report::Text;
 use super::watch::merge_patch;
 use super::{Member, SyncController, share_print};
@@ -117,19 +116,12 @@ impl SyncController {
         again: mpsc::UnboundedSender<Key>,
         keys: mpsc::UnboundedReceiver<Key>,
     ) {
-        let handle = |key: Key| {
-            let (this, again) = (self.clone(), again.clone());
-            Some(Box::pin(async move {
-                match this.schedule(&key, &again).await {
-                    Ok(()) => Next::Done,
-                    Err(e) => {
-                        tracing::debug!(?key, error = %e, "planning");
-                        Next::Retry
-                    }
-                }
-            }) as BoxFuture<'static, Next>)
-        };
-        drain(keys, again.clone(), Vec::new(), handle, |_| {}).await;
+        let stage = again.clone();
+        work_through(keys, again, "planning", |key| {
+            let (this, again) = (self.clone(), stage.clone());
+            async move { this.schedule(&key, &again).await.map(|()| true) }
+        })
+        .await;
     }
 
     /// Sends every spread object to the stage: the members changed.
