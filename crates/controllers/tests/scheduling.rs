@@ -336,6 +336,9 @@ fn preferences_weights_min_max_and_a_selector() {
         &["deployments.apps", "gold"],
         [Some(6), None, Some(3)],
     );
+    // rohan no longer selected: its copy goes, its replicas to gondor.
+    env.ok("federation", &["label", "cluster", "rohan", "tier-"]);
+    until_shares(&env, &["deployments.apps", "gold"], [Some(9), None, None]);
 
     // Invalid preferences: the default plan, and a Warning event saying why.
     let bad = json!({"federation.kubernetes.io/deployment-preferences": "{\"clusters\": {\"gondor\": {\"weight\": -1}}}"});
