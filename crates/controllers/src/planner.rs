@@ -49,7 +49,10 @@ impl Default for Preferences {
 /// The value of a field of `object` whose name matches `name` regardless of case: the Go
 /// type behind the annotation has no JSON tags, so Go's decoder matched its fields so, and
 /// tools wrote `Rebalance` as often as `rebalance`.
-fn field<'a>(object: &'a serde_json::Map<String, Value>, name: &str) -> Option<&'a Value> {
+pub(crate) fn field<'a>(
+    object: &'a serde_json::Map<String, Value>,
+    name: &str,
+) -> Option<&'a Value> {
     object
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case(name))

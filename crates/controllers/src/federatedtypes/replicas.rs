@@ -78,12 +78,8 @@ impl Replicas {
 /// matched regardless of case, as Go's decoder did).
 pub fn target_clusters(text: &str) -> Result<Vec<String>, String> {
     let value: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
-    let names = value
-        .as_object()
-        .and_then(|o| o.iter().find(|(k, _)| k.eq_ignore_ascii_case("names")))
-        .map(|(_, v)| v);
-    match names {
-        None | Some(Value::Null) => Ok(Vec::new()),
+    match value.as_object().and_then(|o| planner::field(o, "names")) {
+        None => Ok(Vec::new()),
         Some(Value::Array(items)) => items
             .iter()
             .map(|i| {

@@ -97,7 +97,8 @@ impl Stage {
 /// a Pod may have waited long enough.
 enum Room {
     List,
-    Known(Option<i64>),
+    /// The room found, and when to look at the Pods again.
+    Known(Option<i64>, Option<Instant>),
     Wait(Duration),
 }
 
@@ -356,7 +357,7 @@ impl SyncController {
                 let room = match &probe.found {
                     _ if now < due => Room::Wait(due - now),
                     Some((at, room, relist)) if *at == counts && relist.is_none_or(|t| now < t) => {
-                        Room::Known(*room)
+                        Room::Known(*room, *relist)
                     }
                     _ => Room::List,
                 };
@@ -370,12 +371,12 @@ impl SyncController {
         let mut out = BTreeMap::new();
         let mut recheck: Option<Duration> = None;
         for (m, counts, room) in decided {
-            let room = match room {
+            let (room, relist) = match room {
                 Room::Wait(d) => {
                     recheck = sooner(recheck, Some(d));
                     continue;
                 }
-                Room::Known(room) => room,
+                Room::Known(room, relist) => (room, relist),
                 Room::List => {
                     let Some(Ok(selector)) = &selector else {
                         continue;
@@ -389,24 +390,16 @@ impl SyncController {
                             if let Some(p) = all.get_mut(key).and_then(|p| p.get_mut(&m.name)) {
                                 p.found = Some((counts.clone(), room, relist));
                             }
-                            room
+                            (room, relist)
                         }
                         Err(e) => {
                             tracing::debug!(cluster = %m.name, ?key, error = %e, "listing Pods");
-                            None
+                            (None, None)
                         }
                     }
                 }
             };
-            if let Some(found) = self
-                .stage
-                .lagging
-                .lock()
-                .expect("not poisoned")
-                .get(key)
-                .and_then(|p| p.get(&m.name))
-                && let Some((_, _, Some(relist))) = &found.found
-            {
+            if let Some(relist) = relist {
                 recheck = sooner(recheck, Some(relist.saturating_duration_since(now)));
             }
             if let Some(room) = room {
